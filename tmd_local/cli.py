@@ -1,0 +1,228 @@
+"""The `tmd` command. Library errors (TmdError) become one line on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from .errors import TmdError
+from .registry import DEFAULT_MODEL
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def one_line_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except TmdError as e:
+            err_console.print(f"[red]Error:[/red] {e}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            err_console.print("Interrupted; finished work is saved, rerun the same command to resume.")
+            sys.exit(130)
+    return wrapper
+
+
+def generation_options(func):
+    """Options shared by every command that runs the pipeline."""
+    decorators = [
+        click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help="Registry name or .gguf path used for every module (zero-shot)."),
+        click.option("--system", type=click.Choice(["tmd", "drd"]), default="tmd", show_default=True),
+        click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens."),
+        click.option("--threads", type=int, default=None, help="CPU threads (default: all cores)."),
+        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
+def build_settings(n_ctx, threads, temperature, seed):
+    from .runner import GenerationSettings
+
+    settings = GenerationSettings(n_ctx=n_ctx, temperature=temperature, seed=seed)
+    if threads:
+        settings.n_threads = threads
+    return settings
+
+
+@click.group()
+@click.version_option(package_name="tmd")
+def cli():
+    """tmd: small models reasoning in three modules (Analyzer, Informant, Reasoner), offline."""
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--option", "options", multiple=True, metavar="LETTER=TEXT",
+              help="An answer option, e.g. --option A='a marsh'. Repeat for each option.")
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+@generation_options
+@one_line_errors
+def ask(question, options, as_json, model, system, n_ctx, threads, temperature, seed):
+    """Answer one QUESTION and show the whole trace."""
+    from .pipeline import ModuleSet, run
+    from .records import Question
+    from .registry import resolve_model
+
+    q = Question("cli", question, parse_option_flags(options))
+    modules = ModuleSet.single(resolve_model(model))
+    trace = _run_with_status(system, [q], modules, build_settings(n_ctx, threads, temperature, seed),
+                             quiet=as_json)[0]
+    if as_json:
+        click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        from .render import trace_view
+        console.print(trace_view(trace))
+
+
+def parse_option_flags(options: tuple[str, ...]) -> dict[str, str]:
+    if len(options) < 2:
+        raise TmdError("--option: expected at least two, e.g. --option A='yes' --option B='no'")
+    parsed = {}
+    for item in options:
+        letter, sep, text = item.partition("=")
+        letter = letter.strip().upper()
+        if not sep or len(letter) != 1 or not letter.isalpha() or not text.strip():
+            raise TmdError(f"--option {item!r}: expected LETTER=TEXT, e.g. A='a marsh'")
+        if letter in parsed:
+            raise TmdError(f"--option {letter}: given twice")
+        parsed[letter] = text.strip()
+    return parsed
+
+
+def _run_with_status(system, questions, modules, settings, quiet=False):
+    from .pipeline import Events, run
+
+    class StatusEvents(Events):
+        def __init__(self, status):
+            self.status = status
+
+        def stage_started(self, stage, model):
+            self.status.update(f"[cyan]{stage}[/cyan]: loading {model.name} and generating...")
+
+    if quiet:
+        return run(system, questions, modules, settings)
+    with console.status("starting...") as status:
+        return run(system, questions, modules, settings, StatusEvents(status))
+
+
+@cli.command()
+@generation_options
+@one_line_errors
+def demo(model, system, n_ctx, threads, temperature, seed):
+    """Answer a few built-in questions with the embedded model and show every stage."""
+    from .demo import DEMO_QUESTIONS
+    from .pipeline import ModuleSet
+    from .registry import resolve_model
+    from .render import trace_view
+
+    ref = resolve_model(model)
+    console.print(f"[b]tmd demo[/b]: {system.upper()} pipeline, every module = {ref.name} "
+                  f"({ref.path.name}), zero-shot (no fine-tuning), greedy decoding, one module in "
+                  "memory at a time.\n")
+    modules = ModuleSet.single(ref)
+    settings = build_settings(n_ctx, threads, temperature, seed)
+    correct = 0
+    for q in DEMO_QUESTIONS:
+        trace = _run_with_status(system, [q], modules, settings)[0]
+        console.print(trace_view(trace))
+        console.rule()
+        correct += bool(trace.correct)
+    console.print(f"{correct}/{len(DEMO_QUESTIONS)} demo questions answered correctly by the zero-shot "
+                  f"{ref.name}. Three questions say nothing about accuracy: see `tmd eval`.")
+
+
+@cli.command(name="eval")
+@click.option("--dataset", type=click.Choice(["obqa", "strategyqa", "medqa"]), required=True)
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
+@click.option("--limit", type=int, default=None, help="First N questions of the split.")
+@click.option("--data-path", type=click.Path(path_type=Path), default=None,
+              help="A question file (normalized JSONL or the benchmark's original format).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with <dataset>/<split>.jsonl (default: $TMD_DATA_DIR or ../shared/data).")
+@click.option("--strict", is_flag=True, help="Reject the data file at its first malformed record.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Results JSONL (default results/<dataset>-<split>-<system>.jsonl). Reruns resume.")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Questions per stage batch: each module loads once per batch.")
+@generation_options
+@one_line_errors
+def eval_cmd(dataset, split, limit, data_path, data_dir, strict, out, batch_size, model, system,
+             n_ctx, threads, temperature, seed):
+    """Accuracy of a system on a benchmark split, with a 95% confidence interval."""
+    from .datasets import load_questions
+    from .evaluate import evaluate, run_config
+    from .jsonl import write_json_atomic
+    from .pipeline import ModuleSet
+    from .registry import resolve_model
+    from .render import summary_table
+
+    if limit is not None and limit < 1:
+        raise TmdError(f"--limit {limit}: expected a positive number")
+    questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
+                                       strict=strict, limit=limit)
+    if report.skipped:
+        err_console.print(f"[yellow]skipped {len(report.skipped)} malformed records[/yellow], "
+                          f"first: {report.skipped[0]}", highlight=False)
+    modules = ModuleSet.single(resolve_model(model))
+    settings = build_settings(n_ctx, threads, temperature, seed)
+    config = run_config(system, modules, settings, dataset=dataset, split=split)
+    config["questions"] = {"source": report.source, "limit": limit, "n": len(questions)}
+    out = out or Path("results") / f"{dataset}-{split}-{system}.jsonl"
+    summary = _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size)
+    record = summary.to_dict()
+    write_json_atomic(out.with_suffix(".summary.json"), record)
+    console.print(summary_table([record]))
+    console.print(f"results: {out}  summary: {out.with_suffix('.summary.json')}")
+
+
+def _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from .evaluate import evaluate
+
+    columns = [TextColumn("[b]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[accuracy]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console) as progress:
+        task = progress.add_task(f"{system} {config['dataset']}/{config['split']}",
+                                 total=len(questions), accuracy="")
+        tally = {"n": 0, "correct": 0}
+
+        def on_question(trace):
+            tally["n"] += 1
+            tally["correct"] += bool(trace.correct)
+            progress.update(task, advance=1, accuracy=f"acc {tally['correct']}/{tally['n']}")
+
+        summary = evaluate(questions, system, modules, settings, config, out,
+                           batch_size=batch_size, on_question=on_question)
+        progress.update(task, completed=len(questions))
+    return summary
+
+
+@cli.command()
+def models():
+    """List the models tmd knows by name."""
+    from .registry import EMBEDDED, resolve_model
+
+    for name in EMBEDDED:
+        try:
+            ref = resolve_model(name)
+            console.print(f"{name}  {ref.path}  ({ref.path.stat().st_size / 1e6:.0f} MB)")
+        except TmdError as e:
+            console.print(f"{name}  [red]{e}[/red]")
+
+
+def main():
+    cli()

@@ -1,0 +1,98 @@
+"""Accuracy over a benchmark split, written question by question so a killed run resumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .jsonl import append_jsonl, read_jsonl
+from .memory import peak_rss_mb
+from .pipeline import Events, ModuleSet, run
+from .prompts import PROMPT_VERSION
+from .records import Question
+from .runner import GenerationSettings
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion; sane at 0% and 100% unlike the normal one."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def run_config(system: str, modules: ModuleSet, settings: GenerationSettings, *, dataset: str,
+               split: str, teacher: str = "none (zero-shot base model)") -> dict:
+    """Everything that produced a number, so every reported figure can be labelled with it."""
+    roles = ("analyzer", "informant", "reasoner") if system == "tmd" else ("drd",)
+    models = {role: {"name": modules.for_stage(role).name, "file": modules.for_stage(role).path.name,
+                     "sha256": modules.for_stage(role).sha256()} for role in roles}
+    return {"system": system, "dataset": dataset, "split": split, "teacher": teacher, "models": models,
+            "settings": settings.to_dict(), "prompt_version": PROMPT_VERSION, "tmd_version": __version__}
+
+
+def config_key(config: dict) -> str:
+    stable = {k: v for k, v in config.items() if k != "tmd_version"}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EvalSummary:
+    config: dict
+    n: int
+    correct: int
+    unparsed: int
+    seconds_per_question: float
+    peak_rss_mb: float
+    results_path: str
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict:
+        low, high = wilson_interval(self.correct, self.n)
+        return {"config": self.config, "n": self.n, "correct": self.correct,
+                "accuracy": round(self.accuracy, 4), "ci95": [round(low, 4), round(high, 4)],
+                "unparsed": self.unparsed, "seconds_per_question": round(self.seconds_per_question, 2),
+                "peak_rss_mb": round(self.peak_rss_mb, 1), "results": self.results_path}
+
+
+def evaluate(questions: list[Question], system: str, modules: ModuleSet, settings: GenerationSettings,
+             config: dict, out: Path, *, batch_size: int = 1, on_question=None,
+             events: Events | None = None) -> EvalSummary:
+    """Run the questions not yet in `out` for this config, appending each result as it finishes."""
+    key = config_key(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["id"]: r for r in read_jsonl(out) if r.get("config_key") == key}
+    todo = [q for q in questions if q.id not in done]
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        started = time.perf_counter()
+        traces = run(system, batch, modules, settings, events)
+        wall = (time.perf_counter() - started) / len(batch)
+        for trace in traces:
+            record = {"config_key": key, "config": config, **trace.to_dict(),
+                      "wall_seconds": round(wall, 3)}
+            append_jsonl(out, record)
+            done[trace.question.id] = record
+            if on_question:
+                on_question(trace)
+    return summarize([done[q.id] for q in questions if q.id in done], config, out)
+
+
+def summarize(records: list[dict], config: dict, out: Path) -> EvalSummary:
+    n = len(records)
+    peak = max((s["peak_rss_mb"] for r in records for s in r["stages"].values()), default=peak_rss_mb())
+    return EvalSummary(config=config, n=n, correct=sum(1 for r in records if r["correct"]),
+                       unparsed=sum(1 for r in records if r["answer"] is None),
+                       seconds_per_question=sum(r["wall_seconds"] for r in records) / n if n else 0.0,
+                       peak_rss_mb=peak, results_path=str(out))

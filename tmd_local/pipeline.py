@@ -1,0 +1,188 @@
+"""The TMD pipeline (Analyzer -> Informant -> Reasoner) and the DRD baseline over llama.cpp modules.
+
+Stages run over a batch of questions: each module is loaded once, used for every question in the
+batch, and closed before the next loads. A batch of one is the per-question path; since decoding
+is greedy (and seeded when sampling), both give the same traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from . import prompts
+from .parsing import parse_answer, parse_subquestions
+from .records import Question
+from .registry import ModelRef
+from .runner import GenerationSettings, LoadedModule, Residency, load_module
+
+SYSTEMS = ("tmd", "drd")
+TMD_STAGES = ("analyzer", "informant", "reasoner")
+
+
+@dataclass(frozen=True)
+class ModuleSet:
+    """Which GGUF plays each role. Zero-shot: the same base file for all of them."""
+    analyzer: ModelRef
+    informant: ModelRef
+    reasoner: ModelRef
+    drd: ModelRef
+
+    @classmethod
+    def single(cls, model: ModelRef) -> "ModuleSet":
+        return cls(model, model, model, model)
+
+    def for_stage(self, stage: str) -> ModelRef:
+        return getattr(self, stage)
+
+
+@dataclass
+class StageRecord:
+    """One stage's work on one question (load/peak figures belong to the module's whole residency)."""
+    stage: str
+    model: str
+    file_type: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    finish_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 2)}
+
+
+@dataclass
+class Trace:
+    question: Question
+    system: str
+    subquestions: list[str] = field(default_factory=list)
+    knowledge: list[str] = field(default_factory=list)
+    reasoning: str = ""
+    answer: str | None = None
+    raw: dict = field(default_factory=dict)
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.question.answer is None else self.answer == self.question.answer
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds + s.load_seconds for s in self.stages.values())
+
+    def to_dict(self) -> dict:
+        return {"id": self.question.id, "system": self.system, "question": self.question.to_dict(),
+                "subquestions": self.subquestions, "knowledge": self.knowledge,
+                "reasoning": self.reasoning, "answer": self.answer, "gold": self.question.answer,
+                "correct": self.correct, "raw": self.raw, "warnings": self.warnings,
+                "stages": {k: v.to_dict() for k, v in self.stages.items()}}
+
+
+class Events:
+    """Progress hooks for UIs; every method is optional to override."""
+
+    def stage_started(self, stage: str, model: ModelRef) -> None: ...
+    def stage_finished(self, stage: str, residency: Residency) -> None: ...
+    def text(self, stage: str, index: int, piece: str) -> None: ...
+    def step_done(self, stage: str, index: int, trace: Trace) -> None: ...
+
+
+def run(system: str, questions: list[Question], modules: ModuleSet,
+        settings: GenerationSettings | None = None, events: Events | None = None) -> list[Trace]:
+    settings = settings or GenerationSettings()
+    events = events or Events()
+    traces = [Trace(q, system) for q in questions]
+    stages = TMD_STAGES if system == "tmd" else ("drd",)
+    for stage in stages:
+        _run_stage(stage, traces, modules.for_stage(stage), settings, events)
+    return traces
+
+
+def _run_stage(stage: str, traces: list[Trace], model: ModelRef, settings: GenerationSettings,
+               events: Events) -> None:
+    work = STAGE_WORK[stage]
+    if stage == "informant" and not any(t.subquestions for t in traces):
+        return  # nothing to look up: don't pay for loading the module
+    events.stage_started(stage, model)
+    with load_module(stage, model, settings) as (module, residency):
+        for index, trace in enumerate(traces):
+            record = trace.stages[stage] = StageRecord(stage, model.name, module.file_type,
+                                                       load_seconds=residency.load_seconds)
+            emit: Callable[[str], None] = lambda piece, i=index: events.text(stage, i, piece)
+            work(module, trace, record, settings, emit)
+            events.step_done(stage, index, trace)
+    for trace in traces:
+        if stage in trace.stages:
+            trace.stages[stage].peak_rss_mb = round(residency.peak_rss_mb, 1)
+    events.stage_finished(stage, residency)
+
+
+def _generate(module: LoadedModule, record: StageRecord, messages: list[dict], max_tokens: int,
+              emit) -> str:
+    gen = module.generate(messages, max_tokens, on_text=emit)
+    record.calls += 1
+    record.prompt_tokens += gen.prompt_tokens
+    record.completion_tokens += gen.completion_tokens
+    record.seconds += gen.seconds
+    record.finish_reasons.append(gen.finish_reason)
+    return gen.text
+
+
+def _analyze(module, trace, record, settings, emit) -> None:
+    text = _generate(module, record, prompts.analyzer_messages(trace.question),
+                     settings.max_tokens["analyzer"], emit)
+    trace.raw["analyzer"] = text
+    trace.subquestions = parse_subquestions(text)
+
+
+def _inform(module, trace, record, settings, emit) -> None:
+    trace.raw["informant"] = []
+    for subquestion in trace.subquestions:
+        text = _generate(module, record, prompts.informant_messages(subquestion),
+                         settings.max_tokens["informant"], emit)
+        trace.raw["informant"].append(text)
+        trace.knowledge.append(text)
+
+
+def _reason(module, trace, record, settings, emit) -> None:
+    max_tokens = settings.max_tokens["reasoner"]
+    knowledge = _fit_knowledge(module, trace, max_tokens)
+    messages = prompts.reasoner_messages(trace.question, trace.subquestions, knowledge)
+    text = _generate(module, record, messages, max_tokens, emit)
+    trace.raw["reasoner"] = text
+    trace.reasoning, trace.answer = text, parse_answer(text, trace.question.options)
+
+
+def _direct(module, trace, record, settings, emit) -> None:
+    text = _generate(module, record, prompts.drd_messages(trace.question),
+                     settings.max_tokens["drd"], emit)
+    trace.raw["drd"] = text
+    trace.reasoning, trace.answer = text, parse_answer(text, trace.question.options)
+
+
+def _fit_knowledge(module: LoadedModule, trace: Trace, max_tokens: int) -> list[str]:
+    """Shorten the longest knowledge snippet until the Reasoner prompt leaves room to answer."""
+    knowledge = list(trace.knowledge)
+    while True:
+        messages = prompts.reasoner_messages(trace.question, trace.subquestions, knowledge)
+        prompt_tokens = len(module.tokenize(module.render(messages)))
+        if module.room_for(prompt_tokens) >= max_tokens or not any(knowledge):
+            break
+        longest = max(range(len(knowledge)), key=lambda i: len(knowledge[i]))
+        knowledge[longest] = knowledge[longest][: len(knowledge[longest]) * 2 // 3]
+    if knowledge != trace.knowledge:
+        trace.warnings.append(
+            f"knowledge truncated from {sum(map(len, trace.knowledge))} to "
+            f"{sum(map(len, knowledge))} characters to fit the {module.settings.n_ctx}-token context")
+    return knowledge
+
+
+STAGE_WORK = {"analyzer": _analyze, "informant": _inform, "reasoner": _reason, "drd": _direct}

@@ -1,0 +1,75 @@
+"""Rich renderings of traces and summaries for the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .pipeline import Trace
+
+
+def trace_view(trace: Trace) -> Group:
+    q = trace.question
+    parts = [Panel(Text(q.question + "\n\n" + "\n".join(f"{k}. {v}" for k, v in q.options.items())),
+                   title=f"[b]{trace.system.upper()}[/b] question {q.id}", border_style="cyan")]
+    if trace.system == "tmd":
+        parts.append(_knowledge_table(trace))
+    parts.append(Panel(Text(trace.reasoning or "(no output)"), title="Reasoning", border_style="blue"))
+    parts.append(_answer_line(trace))
+    for warning in trace.warnings:
+        parts.append(Text(f"warning: {warning}", style="yellow"))
+    parts.append(stage_table(trace))
+    return Group(*parts)
+
+
+def _knowledge_table(trace: Trace) -> Table:
+    table = Table(title="Subquestions and knowledge", show_lines=True, expand=True)
+    table.add_column("#", width=2)
+    table.add_column("Subquestion (Analyzer)", ratio=1)
+    table.add_column("Knowledge (Informant)", ratio=2)
+    if not trace.subquestions:
+        table.add_row("-", "No decomposition", "-")
+    for i, (sq, kn) in enumerate(zip(trace.subquestions, trace.knowledge), start=1):
+        table.add_row(str(i), sq, kn)
+    return table
+
+
+def _answer_line(trace: Trace) -> Text:
+    q = trace.question
+    if trace.answer is None:
+        chosen = Text("Answer: none could be parsed from the output", style="bold red")
+    else:
+        chosen = Text(f"Answer: {trace.answer}. {q.options[trace.answer]}", style="bold green")
+    if trace.correct is not None:
+        mark = "correct" if trace.correct else f"wrong, gold {q.answer}. {q.options[q.answer]}"
+        chosen.append(f"  ({mark})", style="green" if trace.correct else "red")
+    return chosen
+
+
+def stage_table(trace: Trace) -> Table:
+    table = Table(title="Stages", title_justify="left")
+    for col in ("stage", "model", "quant", "calls", "load s", "gen s", "prompt tok", "gen tok",
+                "tok/s", "peak RSS MB"):
+        table.add_column(col, justify="right" if col not in ("stage", "model", "quant") else "left")
+    for s in trace.stages.values():
+        table.add_row(s.stage, s.model, s.file_type, str(s.calls), f"{s.load_seconds:.2f}",
+                      f"{s.seconds:.2f}", str(s.prompt_tokens), str(s.completion_tokens),
+                      f"{s.tokens_per_second:.1f}", f"{s.peak_rss_mb:.0f}")
+    return table
+
+
+def summary_table(summaries: list[dict]) -> Table:
+    table = Table(title="Accuracy")
+    for col in ("system", "dataset", "split", "models", "teacher", "n", "accuracy", "95% CI",
+                "unparsed", "s/question", "peak RSS MB"):
+        table.add_column(col)
+    for s in summaries:
+        c = s["config"]
+        models = ", ".join(sorted({m["file"] for m in c["models"].values()}))
+        low, high = s["ci95"]
+        table.add_row(c["system"], c["dataset"], c["split"], models, c["teacher"], str(s["n"]),
+                      f"{100 * s['accuracy']:.1f}%", f"{100 * low:.1f}-{100 * high:.1f}%",
+                      str(s["unparsed"]), f"{s['seconds_per_question']:.1f}", f"{s['peak_rss_mb']:.0f}")
+    return table
