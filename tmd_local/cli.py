@@ -224,5 +224,26 @@ def models():
             console.print(f"{name}  [red]{e}[/red]")
 
 
+# Each stage owns its command in <package>/cli.py; those modules import heavy libraries lazily.
+STAGE_COMMANDS = (("teacher.cli", "teach"), ("trainer.cli", "train"), ("exporter.cli", "export"),
+                  ("tmd_local.tui.cli", "app"))
+
+
+def _register_stage_commands() -> None:
+    import importlib
+
+    for module_name, command in STAGE_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                continue  # that stage is not part of this installation
+            raise
+        cli.add_command(getattr(module, command))
+
+
+_register_stage_commands()
+
+
 def main():
     cli()

@@ -1,0 +1,52 @@
+"""The base model for training: a local HF folder, or the embedded GGUF dequantized once and cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tmd_local.errors import TmdError
+from tmd_local.registry import EMBEDDED
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BASE_CACHE = REPO_ROOT / "models" / "base"
+DONE_MARKER = "tmd-base.json"  # written last: its presence means the cached copy is complete
+
+
+def ensure_hf_base(name_or_path: str) -> Path:
+    """An HF model folder for `name_or_path`, building the dequantized copy of a GGUF on first use."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TmdError(f"base '{name_or_path}': folder has no config.json (expected a Hugging Face model folder)")
+        return path
+    if name_or_path in EMBEDDED or path.suffix == ".gguf":
+        return _dequantized_copy(name_or_path)
+    known = ", ".join(sorted(EMBEDDED))
+    raise TmdError(f"base '{name_or_path}': expected a Hugging Face model folder, a .gguf file or one of: {known}")
+
+
+def _dequantized_copy(name_or_path: str) -> Path:
+    import json
+
+    from tmd_local.registry import resolve_model
+
+    ref = resolve_model(name_or_path)
+    target = BASE_CACHE / ref.name
+    if (target / DONE_MARKER).is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name,
+                                                 dtype=torch.float32)
+    tmp = target.with_name(target.name + ".partial")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / DONE_MARKER).write_text(json.dumps({"source": str(ref.path), "sha256": ref.sha256(),
+                                               "note": "dequantized from the GGUF by transformers"}))
+    if target.exists():
+        import shutil
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
