@@ -83,7 +83,7 @@ def _match_option(fragment: str, options: dict[str, str]) -> str | None:
     letters = "".join(re.escape(k) for k in options)
     # "B", "(B)", "[B]", "Option B", "B.", "B: text" at the start of the fragment.
     # Capitals only: a lowercase "a" is usually the article ("a marsh"), unless bracketed: "(b)".
-    m = (re.match(rf"^(?:option\s+)?[\[\(\"']?\s*([{letters}])\s*[\]\)\"']?(?=$|[\s.,:;)\]!])", fragment)
+    m = (re.match(rf"^(?i:option\s+)?[\[\(\"']?\s*([{letters}])\s*[\]\)\"']?(?=$|[\s.,:;)\]!])", fragment)
          or re.match(rf"^(?:option\s+)?[\[\(]([{letters.lower()}])[\]\)]", fragment, re.I))
     if m:
         return m.group(1).upper()

@@ -49,14 +49,14 @@ def _answer_line(trace: Trace) -> Text:
 
 
 def stage_table(trace: Trace) -> Table:
-    table = Table(title="Stages", title_justify="left")
-    for col in ("stage", "model", "quant", "calls", "load s", "gen s", "prompt tok", "gen tok",
-                "tok/s", "peak RSS MB"):
-        table.add_column(col, justify="right" if col not in ("stage", "model", "quant") else "left")
+    models = ", ".join(sorted({f"{s.model} ({s.file_type})" for s in trace.stages.values()}))
+    table = Table(title="Stages", title_justify="left", caption=f"model: {models}", caption_justify="left")
+    for col in ("stage", "calls", "load s", "gen s", "in tok", "out tok", "tok/s", "peak MB"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
     for s in trace.stages.values():
-        table.add_row(s.stage, s.model, s.file_type, str(s.calls), f"{s.load_seconds:.2f}",
-                      f"{s.seconds:.2f}", str(s.prompt_tokens), str(s.completion_tokens),
-                      f"{s.tokens_per_second:.1f}", f"{s.peak_rss_mb:.0f}")
+        table.add_row(s.stage, str(s.calls), f"{s.load_seconds:.2f}", f"{s.seconds:.2f}",
+                      str(s.prompt_tokens), str(s.completion_tokens), f"{s.tokens_per_second:.1f}",
+                      f"{s.peak_rss_mb:.0f}")
     return table
 
 
