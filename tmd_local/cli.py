@@ -144,25 +144,34 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 
 
 @cli.command(name="eval")
-@click.option("--dataset", type=click.Choice(["obqa", "strategyqa", "medqa"]), required=True)
+@click.option("--dataset", "datasets", type=click.Choice(["obqa", "strategyqa", "medqa"]), multiple=True,
+              required=True, help="Repeat for several datasets.")
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
 @click.option("--limit", type=int, default=None, help="First N questions of the split.")
+@click.option("--system", "systems", type=click.Choice(["tmd", "drd"]), multiple=True,
+              help="Repeat for several systems (default: tmd).")
+@click.option("--seeds", type=int, default=1, show_default=True,
+              help="Sampling seeds 0..N-1 (needs --temperature > 0); accuracy is reported as mean ± std.")
 @click.option("--data-path", type=click.Path(path_type=Path), default=None,
               help="A question file (normalized JSONL or the benchmark's original format).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with <dataset>/<split>.jsonl (default: $TMD_DATA_DIR or ../shared/data).")
 @click.option("--strict", is_flag=True, help="Reject the data file at its first malformed record.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Results JSONL (default results/<dataset>-<split>-<system>.jsonl). Reruns resume.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/eval.jsonl"), show_default=True,
+              help="Results JSONL, one line per question per configuration. Reruns resume.")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Questions per stage batch: each module loads once per batch.")
-@generation_options
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help="Registry name or .gguf path used for every module (zero-shot).")
+@click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
 @one_line_errors
-def eval_cmd(dataset, split, limit, data_path, data_dir, strict, out, batch_size, model, system,
-             n_ctx, threads, temperature, seed):
-    """Accuracy of a system on a benchmark split, with a 95% confidence interval."""
+def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
+             n_ctx, threads, temperature):
+    """Accuracy of systems on benchmark splits, with 95% confidence intervals."""
     from .datasets import load_questions
-    from .evaluate import evaluate, run_config
+    from .evaluate import run_config
     from .jsonl import write_json_atomic
     from .pipeline import ModuleSet
     from .registry import resolve_model
@@ -170,21 +179,46 @@ def eval_cmd(dataset, split, limit, data_path, data_dir, strict, out, batch_size
 
     if limit is not None and limit < 1:
         raise TmdError(f"--limit {limit}: expected a positive number")
-    questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
-                                       strict=strict, limit=limit)
-    if report.skipped:
-        err_console.print(f"[yellow]skipped {len(report.skipped)} malformed records[/yellow], "
-                          f"first: {report.skipped[0]}", highlight=False)
+    if seeds < 1 or (seeds > 1 and temperature == 0):
+        raise TmdError(f"--seeds {seeds}: greedy decoding (--temperature 0) gives the same answers for "
+                       "every seed; set --temperature > 0 or use --seeds 1")
+    if data_path and len(datasets) > 1:
+        raise TmdError("--data-path: give one --dataset with it")
     modules = ModuleSet.single(resolve_model(model))
-    settings = build_settings(n_ctx, threads, temperature, seed)
-    config = run_config(system, modules, settings, dataset=dataset, split=split)
-    config["questions"] = {"source": report.source, "limit": limit, "n": len(questions)}
-    out = out or Path("results") / f"{dataset}-{split}-{system}.jsonl"
-    summary = _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size)
-    record = summary.to_dict()
-    write_json_atomic(out.with_suffix(".summary.json"), record)
-    console.print(summary_table([record]))
-    console.print(f"results: {out}  summary: {out.with_suffix('.summary.json')}")
+    summaries = []
+    for dataset in datasets:
+        questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
+                                           strict=strict, limit=limit)
+        if report.skipped:
+            err_console.print(f"[yellow]skipped {len(report.skipped)} malformed records[/yellow], "
+                              f"first: {report.skipped[0]}", highlight=False)
+        for system in systems or ("tmd",):
+            for seed in range(seeds):
+                settings = build_settings(n_ctx, threads, temperature, seed)
+                config = run_config(system, modules, settings, dataset=dataset, split=split)
+                config["questions"] = {"source": report.source, "limit": limit, "n": len(questions)}
+                summary = _evaluate_with_progress(questions, system, modules, settings, config, out,
+                                                  batch_size)
+                summaries.append(summary.to_dict())
+    summary_path = out.with_suffix(".summary.json")
+    write_json_atomic(summary_path, summaries)
+    console.print(summary_table(summaries))
+    console.print(f"results: {out}  summary: {summary_path}  (make a report: tmd report {out})")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/report.md"), show_default=True)
+@one_line_errors
+def report(results, out):
+    """Markdown report (tables and plots) from one or more results JSONL files."""
+    from .report import write_report
+
+    missing = [str(p) for p in results if not p.is_file()]
+    if missing:
+        raise TmdError(f"{missing[0]}: no such results file")
+    path = write_report(list(results), out)
+    console.print(f"report: {path}")
 
 
 def _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size):

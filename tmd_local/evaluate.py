@@ -15,6 +15,7 @@ from .memory import peak_rss_mb
 from .pipeline import Events, ModuleSet, run
 from .prompts import PROMPT_VERSION
 from .records import Question
+from .registry import gguf_summary
 from .runner import GenerationSettings
 
 
@@ -33,15 +34,25 @@ def run_config(system: str, modules: ModuleSet, settings: GenerationSettings, *,
                split: str, teacher: str = "none (zero-shot base model)") -> dict:
     """Everything that produced a number, so every reported figure can be labelled with it."""
     roles = ("analyzer", "informant", "reasoner") if system == "tmd" else ("drd",)
-    models = {role: {"name": modules.for_stage(role).name, "file": modules.for_stage(role).path.name,
-                     "sha256": modules.for_stage(role).sha256()} for role in roles}
-    return {"system": system, "dataset": dataset, "split": split, "teacher": teacher, "models": models,
+    return {"system": system, "dataset": dataset, "split": split, "teacher": teacher,
+            "models": {role: model_label(modules.for_stage(role)) for role in roles},
             "settings": settings.to_dict(), "prompt_version": PROMPT_VERSION, "tmd_version": __version__}
 
 
+def model_label(model) -> dict:
+    return {"name": model.name, "file": model.path.name, "path": str(model.path),
+            "sha256": model.sha256(), **gguf_summary(model.path)}
+
+
+# Fields that say *what* produced a result; paths, sizes and versions only describe it.
+IDENTITY_MODEL_FIELDS = ("sha256",)
+
+
 def config_key(config: dict) -> str:
-    stable = {k: v for k, v in config.items() if k != "tmd_version"}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
+    identity = {k: v for k, v in config.items() if k not in ("tmd_version", "models", "questions")}
+    identity["models"] = {role: {f: m[f] for f in IDENTITY_MODEL_FIELDS}
+                          for role, m in config["models"].items()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -27,6 +27,8 @@ def invoke(*args):
     (["ask", "Q?", "--option", "A=yes", "--option", "B=no", "--model", "nope"], "model 'nope': no such file"),
     (["eval", "--dataset", "obqa", "--data-path", "/nonexistent.jsonl"], "/nonexistent.jsonl: no such file"),
     (["eval", "--dataset", "obqa", "--limit", "0"], "--limit 0: expected a positive number"),
+    (["eval", "--dataset", "obqa", "--seeds", "3"], "--seeds 3: greedy decoding"),
+    (["report", "nothing.jsonl"], "nothing.jsonl: no such results file"),
 ])
 def test_bad_input_is_one_line_error(args, message):
     result = invoke(*args)
@@ -57,8 +59,16 @@ def test_eval_writes_labelled_results_and_resumes(embedded_model, data_dir, work
     config = lines[0]["config"]
     assert config["models"]["drd"]["name"] == "smollm2-135m-instruct" and len(config["models"]["drd"]["sha256"]) == 64
     assert config["teacher"].startswith("none") and config["dataset"] == "strategyqa"
-    summary = json.loads((workdir / "r.summary.json").read_text())
+    assert config["models"]["drd"]["file_type"] == "q4_1" and config["models"]["drd"]["params"] > 1e8
+    [summary] = json.loads((workdir / "r.summary.json").read_text())
     assert summary["n"] == 2 and 0 <= summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1] <= 1
+
+    made = invoke("report", "r.jsonl", "--out", "rep/report.md")
+    assert made.exit_code == 0, made.output
+    text = (workdir / "rep" / "report.md").read_text()
+    assert "| DRD | smollm2-135m-instruct q4_1 | none (zero-shot base model) |" in text
+    assert (workdir / "rep" / "accuracy_vs_flops.png").stat().st_size > 1000
+    assert (workdir / "rep" / "accuracy_vs_memory.png").stat().st_size > 1000
 
     again = invoke(*args)  # everything is done: nothing is recomputed or duplicated
     assert again.exit_code == 0
