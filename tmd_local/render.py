@@ -61,15 +61,22 @@ def stage_table(trace: Trace) -> Table:
 
 
 def summary_table(summaries: list[dict]) -> Table:
-    table = Table(title="Accuracy")
-    for col in ("system", "dataset", "split", "models", "teacher", "n", "accuracy", "95% CI",
-                "unparsed", "s/question", "peak RSS MB"):
-        table.add_column(col)
+    """Accuracy per configuration; what produced the numbers goes in the caption, once per label."""
+    table = Table(title="Accuracy", title_justify="left")
+    for col in ("system", "dataset", "n", "acc", "95% CI", "no answer", "s/q", "peak MB"):
+        table.add_column(col, justify="left" if col in ("system", "dataset") else "right",
+                         no_wrap=True)
+    labels = []
     for s in summaries:
         c = s["config"]
-        models = ", ".join(sorted({m["file"] for m in c["models"].values()}))
         low, high = s["ci95"]
-        table.add_row(c["system"], c["dataset"], c["split"], models, c["teacher"], str(s["n"]),
-                      f"{100 * s['accuracy']:.1f}%", f"{100 * low:.1f}-{100 * high:.1f}%",
-                      str(s["unparsed"]), f"{s['seconds_per_question']:.1f}", f"{s['peak_rss_mb']:.0f}")
+        table.add_row(c["system"].upper(), f"{c['dataset']}/{c['split']}", str(s["n"]), f"{100 * s['accuracy']:.1f}%",
+                      f"{100 * low:.0f}-{100 * high:.0f}%", str(s["unparsed"]),
+                      f"{s['seconds_per_question']:.1f}", f"{s['peak_rss_mb']:.0f}")
+        models = ", ".join(sorted({f"{m['file']} ({m.get('file_type', '?')})" for m in c["models"].values()}))
+        label = f"student: {models}; teacher: {c['teacher']}; seed {c['settings']['seed']}"
+        if label not in labels:
+            labels.append(label)
+    table.caption = "\n".join(labels)
+    table.caption_justify = "left"
     return table
