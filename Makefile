@@ -11,7 +11,7 @@ setup: $(STAMP)
 # torch is installed first and pinned exactly: this machine serves a CPU build of 2.13.0 from disk,
 # and a looser pin would pull a multi-GB CUDA build. llama-cpp-python builds from source once;
 # pip caches the wheel, so a new .venv reuses it.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml teacher/__init__.py trainer/__init__.py exporter/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
