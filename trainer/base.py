@@ -38,9 +38,26 @@ def _dequantized_copy(name_or_path: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name,
-                                                 dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name,
+                                                  dtype=torch.float32)
+    # transformers >= 5 keeps a GGUF quantizer attached to the loaded model (and refuses to save
+    # it), even though the weights were unpacked into plain fp32 tensors on this CPU. Rebuild a
+    # plain model from the config without the quantization entry and copy the weights over.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if k not in _tied_keys(model)]
+    if missing or unexpected:
+        raise TmdError(f"{ref.path}: dequantized weights do not match the architecture "
+                       f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.tie_weights()
+    del loaded
     tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / DONE_MARKER).write_text(json.dumps({"source": str(ref.path), "sha256": ref.sha256(),
@@ -50,3 +67,10 @@ def _dequantized_copy(name_or_path: str) -> Path:
         shutil.rmtree(target)
     tmp.rename(target)
     return target
+
+
+def _tied_keys(model) -> set[str]:
+    """Parameter names that are tied to another one (e.g. lm_head.weight to the embeddings)."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    return {"lm_head.weight"}

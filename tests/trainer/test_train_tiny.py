@@ -1,0 +1,236 @@
+"""Training end to end on a tiny random Llama: outputs, loss masking, resume equivalence, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tmd_local.errors import TmdError
+
+
+class Killed(Exception):
+    """Stands in for a kill: raised from the step hook, it ends the run without any cleanup."""
+
+
+def adapter_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_run_writes_a_peft_adapter_metrics_and_tmd_json_last(tiny_config, teacher_dir, tmp_path):
+    from trainer.train import train
+
+    out = tmp_path / "adapters" / "analyzer"
+    result = train(tiny_config(teacher_dir, out, epochs=2, save_every=0))
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "metrics.json", "loss.png", "tmd.json"} <= names
+    assert "checkpoints" not in names  # removed once the run is finished
+    tmd = json.loads((out / "tmd.json").read_text())
+    assert set(tmd) == {"module", "base", "base_source", "teacher", "data", "data_sha256",
+                        "hyperparameters", "tmd_version", "prompt_version"}
+    assert tmd["module"] == "analyzer" and tmd["teacher"] == "gold" and len(tmd["data_sha256"]) == 64
+    assert tmd["data"].endswith("analyzer.jsonl")
+    assert tmd["prompt_version"] == "paper-appendix-a/letters-v1"
+    hp = tmd["hyperparameters"]
+    assert hp["lora_r"] == 16 and hp["lora_alpha"] == 8 and hp["epochs"] == 2 and hp["precision"] == "fp32"
+    assert hp["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    # tmd.json is written after everything else
+    assert (out / "tmd.json").stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in out.iterdir())
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "LORA" and adapter["r"] == 16
+
+    m = json.loads((out / "metrics.json").read_text())
+    # 12 questions, 20% held out -> 3 questions held out, 9 trained: 5 batches of 2 -> 3 steps/epoch
+    assert m["examples"]["train"] == 9 and m["examples"]["eval"] == 3
+    assert m["steps"] == 6 == len(m["loss_per_step"]) and m["total_steps"] == 6
+    assert [e["step"] for e in m["eval"]] == [0, 3, 6]
+    assert m["tokens_trained"] > 0 and m["wall_seconds"] > 0 and m["peak_rss_mb"] > 50
+    assert 0 <= m["padded_token_ratio"] < m["padded_token_ratio_pad_to_max"]
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert result.metrics["final_loss"] == m["final_loss"]
+
+    # the adapter loads with plain peft onto the base
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tmd["base_source"])
+    PeftModel.from_pretrained(base, str(out))
+
+
+def test_loss_ignores_padding_and_prompt(tiny_base, teacher_dir, tokenizer):
+    """The summed target loss of an example is the same alone, batched with a longer one, padded
+    to 512, and with the head applied to the kept positions only or to all of them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainer.data import build_examples, collate, load_records
+    from trainer.train import target_loss_sum
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_base)).eval()
+    records = load_records(teacher_dir / "drd.jsonl", "drd")[:2]
+    examples, _ = build_examples(records, tokenizer, 512)
+    short, long = sorted(examples, key=len)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        alone = target_loss_sum(model, collate([short], 2), cpu).item()
+        other = target_loss_sum(model, collate([long], 2), cpu).item()
+        together = target_loss_sum(model, collate([short, long], 2), cpu).item()
+        padded = target_loss_sum(model, collate([short, long], 2, pad_to=512), cpu).item()
+        full_head = target_loss_sum(model, collate([short, long], 2), cpu, keep_ok=False).item()
+    assert together == pytest.approx(alone + other, rel=1e-4)
+    assert padded == pytest.approx(together, rel=1e-4)
+    assert full_head == pytest.approx(together, rel=1e-4)
+
+
+def test_resumed_run_matches_uninterrupted_run(tiny_config, teacher_dir, tmp_path):
+    """Train 8 steps straight (4 an epoch); then the same run killed twice, each time after the
+    step following a mid-epoch checkpoint (kept at steps 3 and 6), and resumed: the same loss at
+    every step, the same final weights."""
+    from trainer.train import train
+
+    common = dict(module="informant", max_steps=8, epochs=2, save_every=3, lora_dropout=0.1)
+    straight = train(tiny_config(teacher_dir, tmp_path / "straight", **common))
+    assert straight.metrics["total_steps"] == 8 and len(straight.metrics["eval"]) == 3  # 4 steps/epoch
+
+    def kill_at(step):
+        def hook(state):
+            if state.step == step:
+                raise Killed
+        return hook
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(Killed):
+        train(tiny_config(teacher_dir, out, **common), on_step=kill_at(4))
+    # step 3 (periodic) and step 4 (epoch end) were saved; drop the epoch-end one so the resume
+    # starts inside an epoch, from its recorded batch order
+    import shutil
+    shutil.rmtree(out / "checkpoints" / "step-000004")
+    with pytest.raises(Killed):
+        train(tiny_config(teacher_dir, out, **common), on_step=kill_at(7))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004", "step-000006"]
+    assert not (out / "tmd.json").exists()
+    resumed = train(tiny_config(teacher_dir, out, **common))
+    assert resumed.resumed_from == 6
+
+    a, b = straight.metrics, resumed.metrics
+    assert [s["loss"] for s in b["loss_per_step"]] == pytest.approx([s["loss"] for s in a["loss_per_step"]],
+                                                                     abs=1e-5)
+    assert b["steps"] == a["steps"] == 8 and b["tokens_trained"] == a["tokens_trained"]
+    assert b["eval_loss"] == pytest.approx(a["eval_loss"], abs=1e-5)
+    wa, wb = adapter_weights(tmp_path / "straight"), adapter_weights(out)
+    assert wa.keys() == wb.keys()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+    assert b["sessions"] == 3
+
+
+def test_finished_run_is_not_redone_and_checkpoint_mismatch_is_an_error(tiny_config, teacher_dir, tmp_path):
+    from trainer.train import train
+
+    out = tmp_path / "a"
+    train(tiny_config(teacher_dir, out, max_steps=2))
+    again = train(tiny_config(teacher_dir, out, max_steps=2))
+    assert again.skipped
+    with pytest.raises(TmdError, match=r"holds a finished run with other settings \(lr="):
+        train(tiny_config(teacher_dir, out, max_steps=2, lr=1e-3))
+    fresh = train(tiny_config(teacher_dir, out, max_steps=2, lr=1e-3), fresh=True)
+    assert not fresh.skipped
+
+    out2 = tmp_path / "b"
+
+    def stop(state):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train(tiny_config(teacher_dir, out2, max_steps=4, save_every=1), on_step=stop)
+    with pytest.raises(TmdError, match=r"step-000001: made with lr=0\.002, this run has lr=0\.001"):
+        train(tiny_config(teacher_dir, out2, max_steps=4, save_every=1, lr=1e-3))
+    with pytest.raises(TmdError, match="--resume given but there is no checkpoint"):
+        train(tiny_config(teacher_dir, tmp_path / "c", max_steps=1), resume=True)
+
+
+def invoke(*args):
+    from tmd_local.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--module", "analyzer", "--data", "{t}", "--base", "/nonexistent/base"],
+     "base '/nonexistent/base': expected a Hugging Face model folder"),
+    (["--module", "analyzer", "--data", "{t}/../missing"], "analyzer.jsonl: no such file"),
+    (["--data", "{t}"], "give exactly one of --module <name> or --all"),
+    (["--module", "drd", "--all", "--data", "{t}"], "give exactly one of --module <name> or --all"),
+    (["--module", "analyzer", "--data", "{t}", "--lora-r", "0"], "training config: lora_r=0: expected"),
+    (["--module", "analyzer", "--data", "{t}/empty.jsonl"], "empty.jsonl: no training examples"),
+    (["--module", "analyzer", "--data", "{t}", "--resume", "--fresh"], "--resume and --fresh contradict"),
+    (["--all", "--data", "{t}/empty.jsonl"], "with --all, give the teacher run folder"),
+])
+def test_cli_errors_are_one_line(teacher_dir, workdir, args, message):
+    (teacher_dir / "empty.jsonl").write_text("")
+    result = invoke("train", *[a.replace("{t}", str(teacher_dir)) for a in args])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], result.output
+
+
+def test_cli_all_trains_four_modules(tiny_base, teacher_dir, workdir):
+    result = invoke("train", "--all", "--data", str(teacher_dir), "--base", str(tiny_base), "--out", "ad",
+                    "--max-steps", "1", "--eval-fraction", "0", "--no-progress", "--lr", "1e-3")
+    assert result.exit_code == 0, result.output
+    for module in ("analyzer", "informant", "reasoner", "drd"):
+        tmd = json.loads((workdir / "ad" / module / "tmd.json").read_text())
+        assert tmd["module"] == module and tmd["hyperparameters"]["lr"] == 1e-3
+        assert tmd["hyperparameters"]["max_steps"] == 1
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_adapter(tiny_base, tiny_config, teacher_dir, tmp_path):
+    """A real SIGKILL of `tmd train` mid-run, then the same command again: it resumes from the last
+    checkpoint and ends with the weights of an uninterrupted run."""
+    from trainer.train import train
+
+    out = tmp_path / "killed"
+    args = ["--module", "analyzer", "--data", str(teacher_dir), "--base", str(tiny_base), "--out", str(out),
+            "--max-steps", "16", "--epochs", "4", "--save-every", "1", "--eval-fraction", "0.2",
+            "--no-progress", "--lr", "2e-3", "--threads", "2"]
+    cmd = [sys.executable, "-c", "from tmd_local.cli import main; main()", "train", *args]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "step-000003").is_dir():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "tmd.json").exists(), "the run finished before it could be killed"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from step-0000" in done.stderr
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] >= 3
+
+    # the same settings, uninterrupted, in this process (the CLI's defaults are TrainConfig's)
+    straight = tmp_path / "straight"
+    train(tiny_config(teacher_dir, straight, max_steps=16, epochs=4, save_every=1, lora_dropout=0.1,
+                      grad_accum=4, batch_size=2, eval_fraction=0.2, lr=2e-3, max_length=512, seed=0))
+    a, b = adapter_weights(straight), adapter_weights(out)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_base_without_tokenizer_is_one_clear_error(tiny_config, tiny_base, teacher_dir, tmp_path):
+    from trainer.train import train
+
+    broken = tmp_path / "broken-base"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_base / "config.json").read_text())
+    with pytest.raises(TmdError, match=r"base '.*broken-base': cannot load its tokenizer"):
+        train(tiny_config(teacher_dir, tmp_path / "o", base=str(broken), max_steps=1))

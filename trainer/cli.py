@@ -1,0 +1,150 @@
+"""`tmd train`: LoRA fine-tuning of one module (or all four) on a teacher run's training sets.
+
+Imported by tmd_local.cli to register the command, so nothing heavy is imported at module level:
+torch, transformers and peft load inside the command.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+MODULE_CHOICES = ("analyzer", "informant", "reasoner", "drd")
+
+
+def _one_line_errors(func):
+    """tmd_local.cli's error handling, looked up at call time (that module imports this one)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from tmd_local.cli import one_line_errors
+        return one_line_errors(func)(*args, **kwargs)
+    return wrapper
+
+
+def _csv(ctx, param, value):
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@click.option("--module", type=click.Choice(MODULE_CHOICES), default=None,
+              help="The module to train (or --all).")
+@click.option("--all", "all_modules", is_flag=True,
+              help="Train all four, one after another, into <out>/<module>.")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="The teacher run folder (runs/<name>/teacher, holding <module>.jsonl) or one .jsonl.")
+@click.option("--base", default="smollm2-135m-instruct", show_default=True,
+              help="Registry name, .gguf file or Hugging Face folder of the student base model.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Adapter folder (with --all: the folder that gets one per module). "
+                   "Default: runs/<name>/adapters[/<module>] beside the teacher folder.")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps (overrides --epochs).")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (linear decay).")
+@click.option("--batch-size", type=int, default=2, show_default=True)
+@click.option("--grad-accum", type=int, default=4, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per example, at most.")
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--warmup-steps", type=int, default=0, show_default=True)
+@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="0 disables clipping.")
+@click.option("--lora-r", type=int, default=16, show_default=True)
+@click.option("--lora-alpha", type=float, default=8, show_default=True)
+@click.option("--lora-dropout", type=float, default=0.1, show_default=True)
+@click.option("--target-modules", callback=_csv, default=None,
+              help="Comma-separated module names for LoRA (default: per architecture, "
+                   "llama: q,k,v,o,gate,up,down _proj).")
+@click.option("--pad-to-max", is_flag=True, help="Pad every batch to --max-length, as the paper did.")
+@click.option("--truncation", type=click.Choice(["middle", "left"]), default="middle", show_default=True,
+              help="Where a too-long prompt is cut (the target is always kept).")
+@click.option("--eval-fraction", type=float, default=0.05, show_default=True,
+              help="Share of questions held out for the eval loss (0 = none).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--save-every", type=int, default=50, show_default=True,
+              help="Checkpoint every N optimizer steps (0 = at epoch ends only).")
+@click.option("--keep-checkpoints", type=int, default=2, show_default=True)
+@click.option("--keep-checkpoints-after", is_flag=True, help="Leave checkpoints/ once the run has finished.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+              show_default=True, help="auto: fp32 on CPU, bf16 (or fp16 + loss scaling) on CUDA.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: one per available core).")
+@click.option("--resume", is_flag=True, help="Require a checkpoint to resume (resuming is automatic anyway).")
+@click.option("--fresh", is_flag=True, help="Discard checkpoints and any finished run in the output first.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+@_one_line_errors
+def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_size, grad_accum, max_length,
+          weight_decay, warmup_steps, max_grad_norm, lora_r, lora_alpha, lora_dropout, target_modules,
+          pad_to_max, truncation, eval_fraction, seed, save_every, keep_checkpoints, keep_checkpoints_after,
+          precision, device, threads, resume, fresh, no_progress):
+    """LoRA fine-tuning of a student module on a teacher run (resumable; writes a peft adapter)."""
+    from rich.console import Console
+
+    from tmd_local.errors import TmdError
+    from tmd_local.memory import reset_peak_rss
+
+    from .config import TrainConfig
+
+    if bool(module) == bool(all_modules):
+        raise TmdError("train: give exactly one of --module <name> or --all")
+    if resume and fresh:
+        raise TmdError("train: --resume and --fresh contradict each other; give one")
+    modules = list(MODULE_CHOICES) if all_modules else [module]
+    root = out if out is not None else default_out(data)
+    outs = {m: (root / m if all_modules or out is None else root) for m in modules}
+    configs = [TrainConfig(module=m, data=data, out=outs[m], base=base, lora_r=lora_r,
+                           lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
+                           lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                           max_grad_norm=max_grad_norm, epochs=epochs, max_steps=max_steps,
+                           batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+                           pad_to_max=pad_to_max, truncation=truncation, eval_fraction=eval_fraction,
+                           seed=seed, save_every=save_every, keep_checkpoints=keep_checkpoints,
+                           keep_checkpoints_after=keep_checkpoints_after, precision=precision,
+                           device=device, threads=threads, progress=not no_progress)
+               for m in modules]
+    if all_modules and data.suffix == ".jsonl":
+        raise TmdError(f"--data {data}: with --all, give the teacher run folder holding all four .jsonl files")
+    from .data import load_records
+    for cfg in configs:  # every training set is readable before hours go into the first module
+        load_records(cfg.data_file(), cfg.module)
+
+    from .train import train as train_one
+
+    console = Console(stderr=True)
+    results = []
+    for cfg in configs:
+        reset_peak_rss()
+        results.append(train_one(cfg, resume=True if resume else None, fresh=fresh, console=console))
+        import gc
+        gc.collect()
+    _summary(results)
+
+
+def default_out(data: Path) -> Path:
+    """runs/<name>/teacher -> runs/<name>/adapters (a .jsonl file counts as its folder)."""
+    folder = data.parent if data.suffix == ".jsonl" else data
+    return folder.parent / "adapters"
+
+
+def _summary(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tmd train")
+    for col in ("module", "steps", "loss first -> last", "held-out", "tok/s", "wall", "peak RSS",
+                "padded", "truncated", "adapter"):
+        table.add_column(col)
+    for r in results:
+        m = r.metrics
+        if not m:
+            table.add_row(r.module, "", "", "", "", "", "", "", "", str(r.out))
+            continue
+        ex = m.get("examples", {})
+        table.add_row(r.module + (" (already done)" if r.skipped else ""), f"{m['steps']}",
+                      f"{m['first_loss']:.3f} -> {m['final_loss']:.3f}",
+                      f"{m['eval_loss']:.3f}" if m.get("eval_loss") is not None else "-",
+                      f"{m['tokens_per_second']:.0f}", f"{m['wall_seconds']:.0f}s",
+                      f"{m['peak_rss_mb']:.0f} MB", f"{m['padded_token_ratio']:.1%}",
+                      f"{ex.get('truncated', 0)}", str(r.out))
+    Console().print(table)

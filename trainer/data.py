@@ -1,0 +1,244 @@
+"""Teacher training sets -> token batches with the loss on the target only.
+
+One example is the rendered prompt followed by the target and the EOS token:
+
+    render_messages(messages, chat_template, add_generation_prompt=True) + target + eos_token
+
+The prompt and the target are tokenized separately and joined as token ids, because at inference
+llama.cpp tokenizes the prompt alone and the model generates the target's tokens after it. Labels
+are -100 on the prompt and on padding, so only target tokens (and the EOS) are learned.
+
+A prompt that does not fit `max_length` beside its target is shortened on the prompt side; the
+target is always kept whole. `truncation="middle"` (default) keeps the prompt's first and last
+halves of the room left: the start holds the chat template's header and the task instruction, the
+end holds the last instruction line and the assistant header the target must follow; what goes is
+the middle (the question text, options or knowledge). `truncation="left"` cuts the prompt's start.
+An example whose target alone leaves fewer than MIN_PROMPT_TOKENS for the prompt is dropped;
+both counts are reported.
+
+Batches are grouped by length (deterministic for a seed and epoch) and padded to their longest
+member; `pad_to_max` pads every batch to `max_length`, as the paper did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tmd_local.errors import TmdError
+from tmd_local.prompts import render_messages
+
+IGNORE_INDEX = -100
+MIN_PROMPT_TOKENS = 8
+MEGABATCH = 16  # batches per length-sorting group: larger = less padding, less randomness
+
+
+@dataclass
+class TeacherRecord:
+    id: str
+    group: str                # the question id: an Informant's "<qid>#<i>" records share one
+    messages: list[dict]
+    target: str
+    teacher: str
+    prompt_version: str
+    line: int
+
+
+@dataclass
+class Example:
+    id: str
+    group: str
+    input_ids: list[int]
+    n_prompt: int             # tokens before the target (after any truncation)
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_target(self) -> int:
+        return len(self.input_ids) - self.n_prompt
+
+
+@dataclass
+class DataStats:
+    records: int = 0
+    train: int = 0
+    eval: int = 0
+    truncated: int = 0          # prompts shortened to fit max_length
+    dropped: int = 0            # examples whose target alone did not fit
+    dropped_ids: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    target_tokens: int = 0
+    max_example_tokens: int = 0
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def load_records(path: Path, module: str) -> list[TeacherRecord]:
+    """Every record of a teacher training set, each checked; problems name file:line and field."""
+    path = Path(path)
+    if path.is_dir():
+        raise TmdError(f"{path}: is a folder, expected the teacher run's {module}.jsonl")
+    if not path.is_file():
+        raise TmdError(f"{path}: no such file (expected the {module} training set written by `tmd teach`)")
+    records: list[TeacherRecord] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TmdError(f"{where}: not valid JSON ({e.msg})") from None
+            records.append(_check_record(obj, where, lineno, module))
+    if not records:
+        raise TmdError(f"{path}: no training examples (the file is empty)")
+    return records
+
+
+def _check_record(obj, where: str, lineno: int, module: str) -> TeacherRecord:
+    if not isinstance(obj, dict):
+        raise TmdError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if obj.get("module", module) != module:
+        raise TmdError(f"{where}: field 'module' is {obj.get('module')!r}, expected {module!r} "
+                       "(is this the right file?)")
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise TmdError(f"{where}: field 'messages': expected a non-empty list of {{role, content}}")
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise TmdError(f"{where}: field 'messages[{i}]': expected {{\"role\": str, \"content\": str}}")
+    target = obj.get("target")
+    if not isinstance(target, str) or not target.strip():
+        raise TmdError(f"{where}: field 'target': expected a non-empty string")
+    rid = obj.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise TmdError(f"{where}: field 'id': expected a non-empty string")
+    teacher = obj.get("teacher")
+    if not isinstance(teacher, str) or not teacher:
+        raise TmdError(f"{where}: field 'teacher': expected a string such as 'gold' or 'openai:<model>'")
+    return TeacherRecord(id=rid, group=rid.split("#", 1)[0], messages=messages, target=target,
+                         teacher=teacher, prompt_version=str(obj.get("prompt_version", "")), line=lineno)
+
+
+# --- tokenizing -----------------------------------------------------------------------------
+
+def chat_template_of(tokenizer) -> str:
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # a tokenizer with several named templates: use the default one
+        template = template.get("default")
+    if not template:
+        raise TmdError("the base model's tokenizer has no chat template; tmd renders every prompt with "
+                       "the model's own template, so the base must ship one")
+    return template
+
+
+def render_prompt(messages: list[dict], tokenizer) -> str:
+    return render_messages(messages, chat_template_of(tokenizer), bos_token=tokenizer.bos_token or "",
+                           eos_token=tokenizer.eos_token or "", add_generation_prompt=True)
+
+
+def encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids exactly as written: the template places special tokens, the tokenizer adds none."""
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def build_examples(records: list[TeacherRecord], tokenizer, max_length: int,
+                   truncation: str = "middle") -> tuple[list[Example], DataStats]:
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise TmdError("the base model's tokenizer has no EOS token; the student could never stop")
+    prompts = encode(tokenizer, [render_prompt(r.messages, tokenizer) for r in records])
+    targets = encode(tokenizer, [r.target for r in records])
+    stats = DataStats(records=len(records))
+    examples = []
+    for rec, prompt, target in zip(records, prompts, targets):
+        target = target + [eos_id]
+        room = max_length - len(target)
+        if room < MIN_PROMPT_TOKENS:
+            stats.dropped += 1
+            stats.dropped_ids.append(rec.id)
+            continue
+        truncated = len(prompt) > room
+        if truncated:
+            prompt = truncate_prompt(prompt, room, truncation)
+            stats.truncated += 1
+        examples.append(Example(rec.id, rec.group, prompt + target, len(prompt), truncated))
+        stats.prompt_tokens += len(prompt)
+        stats.target_tokens += len(target)
+        stats.max_example_tokens = max(stats.max_example_tokens, len(prompt) + len(target))
+    return examples, stats
+
+
+def truncate_prompt(prompt: list[int], room: int, how: str) -> list[int]:
+    if how == "left":
+        return prompt[len(prompt) - room:]
+    head = room // 2
+    return prompt[:head] + prompt[len(prompt) - (room - head):]
+
+
+# --- splitting and batching -------------------------------------------------------------------
+
+def split_heldout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Hold out whole questions (an Informant's subquestions stay together), chosen by the seed."""
+    groups = sorted({e.group for e in examples})
+    if fraction <= 0 or len(groups) < 2:
+        return examples, []
+    rng = random.Random(f"heldout:{seed}")
+    rng.shuffle(groups)
+    n_eval = min(len(groups) - 1, max(1, math.ceil(fraction * len(groups))))
+    held = set(groups[:n_eval])
+    return [e for e in examples if e.group not in held], [e for e in examples if e.group in held]
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffle, sort by length within groups of MEGABATCH batches, cut into batches, shuffle those.
+
+    Batches hold examples of similar length (little padding) while the order stays random; the
+    result depends only on (lengths, batch_size, seed, epoch), so a resumed run sees the same order.
+    """
+    rng = random.Random(f"batches:{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    size = batch_size * MEGABATCH
+    for start in range(0, len(order), size):
+        group = sorted(order[start:start + size], key=lambda i: -lengths[i])
+        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def padded_length(lengths: list[int], pad_to: int | None) -> int:
+    return pad_to if pad_to is not None else max(lengths)
+
+
+def padding_ratio(batches: list[list[int]], lengths: list[int], pad_to: int | None) -> float:
+    """Share of the token slots in these batches that are padding."""
+    slots = sum(padded_length([lengths[i] for i in b], pad_to) * len(b) for b in batches)
+    real = sum(lengths[i] for b in batches for i in b)
+    return (slots - real) / slots if slots else 0.0
+
+
+def collate(examples: list[Example], pad_id: int, pad_to: int | None = None) -> dict:
+    """Right-padded tensors; labels are the input ids on target tokens and -100 everywhere else."""
+    import torch
+
+    width = padded_length([len(e) for e in examples], pad_to)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, e in enumerate(examples):
+        ids = torch.tensor(e.input_ids, dtype=torch.long)
+        input_ids[row, :len(e)] = ids
+        attention[row, :len(e)] = 1
+        labels[row, e.n_prompt:len(e)] = ids[e.n_prompt:]
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+            "n_tokens": sum(len(e) for e in examples), "n_slots": width * len(examples),
+            "n_target": sum(e.n_target for e in examples),
+            "first_target": min(e.n_prompt for e in examples)}

@@ -1,0 +1,635 @@
+"""The training run: LoRA on one module's teacher set, a plain loop, checkpoints that resume exactly.
+
+Reading order: `train()` at the bottom drives everything; `Run` holds the model, optimizer and
+loop state; `Checkpoints` saves and restores it. One optimizer step = `grad_accum` micro-batches.
+The loss of a step is the mean over the target tokens of all its micro-batches (each micro-batch's
+summed token loss is divided by the step's target-token count before backward), so a step means
+the same thing whatever the padding or the split into micro-batches.
+
+Resuming: a checkpoint holds the adapter, optimizer, scheduler, grad scaler, RNG states, step,
+epoch, the position in the epoch and that epoch's batch order. A resumed run continues with the
+same batches and the same dropout draws, so it reaches the result of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+# OpenMP threads that spin while waiting make a busy 2-core machine crawl (measured: a forward
+# pass 6x slower when other processes share the cores). Sleep instead; this must be set before
+# torch loads its OpenMP runtime, hence before the import below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from tmd_local import __version__ as TMD_VERSION
+from tmd_local.errors import TmdError
+from tmd_local.jsonl import write_json_atomic
+from tmd_local.memory import peak_rss_mb
+from tmd_local.prompts import PROMPT_VERSION
+from tmd_local.registry import file_sha256
+
+from .base import ensure_hf_base
+from .config import TrainConfig, default_target_modules
+from .data import (DataStats, Example, build_examples, collate, length_grouped_batches,
+                   load_records, padding_ratio, split_heldout)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.json"
+DONE_FILE = "tmd.json"
+
+
+# --- the loop's state: everything a checkpoint must carry besides tensors ---------------------
+
+@dataclass
+class LoopState:
+    step: int = 0                       # optimizer steps done
+    epoch: int = 0                      # current epoch (0-based)
+    window: int = 0                     # next accumulation window within the epoch
+    epoch_batches: list = field(default_factory=list)  # this epoch's batch order (example indices)
+    log: list = field(default_factory=list)             # one entry per optimizer step
+    evals: list = field(default_factory=list)           # held-out loss at step 0 and epoch ends
+    tokens: int = 0                     # real (non-pad) tokens trained on
+    target_tokens: int = 0
+    slots: int = 0                      # token slots including padding
+    train_seconds: float = 0.0          # time inside training steps (for tokens/s)
+    wall_seconds: float = 0.0           # whole-run time over all sessions so far
+    peak_rss_mb: float = 0.0
+    sessions: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Prepared:
+    """The data side of a run, before any model is loaded."""
+    data_file: Path
+    data_sha256: str
+    teacher: str
+    prompt_version: str
+    base_dir: Path
+    tokenizer: object
+    train: list[Example]
+    eval: list[Example]
+    stats: DataStats
+
+
+# --- device, precision, threads -------------------------------------------------------------
+
+def pick_device(cfg: TrainConfig) -> tuple[torch.device, str]:
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise TmdError("training config: device='cuda': no CUDA device is available here")
+    device = torch.device("cuda" if (cfg.device == "cuda" or (cfg.device == "auto" and cuda)) else "cpu")
+    precision = cfg.precision
+    if precision == "auto":
+        if device.type == "cpu":
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise TmdError("training config: precision='fp16': needs CUDA (use fp32 or bf16 on CPU)")
+    return device, precision
+
+
+def set_threads(cfg: TrainConfig) -> int:
+    """One intra-op thread per core this process may use; one inter-op thread (the loop is serial)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    threads = cfg.threads or cores
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process (a second module under --all)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return threads
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def prepare(cfg: TrainConfig, warn: Callable[[str], None] = lambda s: None) -> Prepared:
+    from transformers import AutoTokenizer
+
+    data_file = cfg.data_file()
+    records = load_records(data_file, cfg.module)
+    teachers = sorted({r.teacher for r in records})
+    if len(teachers) > 1:
+        warn(f"{data_file}: records from several teachers ({', '.join(teachers)}); recorded as one")
+    versions = sorted({r.prompt_version for r in records})
+    if versions != [PROMPT_VERSION]:
+        warn(f"{data_file}: prompt_version {', '.join(versions) or '(none)'} differs from this tmd's "
+             f"{PROMPT_VERSION}; the student will be prompted with the current prompts")
+    base_dir = ensure_hf_base(cfg.base)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    except (OSError, ValueError, KeyError) as e:
+        raise TmdError(f"base '{cfg.base}': cannot load its tokenizer from {base_dir} "
+                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    examples, stats = build_examples(records, tokenizer, cfg.max_length, cfg.truncation)
+    if not examples:
+        raise TmdError(f"{data_file}: no example fits max_length={cfg.max_length} (every target is "
+                       f"longer than {cfg.max_length} tokens); raise --max-length")
+    train_set, eval_set = split_heldout(examples, cfg.eval_fraction, cfg.seed)
+    stats.train, stats.eval = len(train_set), len(eval_set)
+    return Prepared(data_file, file_sha256(data_file), "+".join(teachers), "+".join(versions),
+                    base_dir, tokenizer, train_set, eval_set, stats)
+
+
+# --- model -----------------------------------------------------------------------------------
+
+def load_model(cfg: TrainConfig, base_dir: Path, device: torch.device):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar is the one to watch
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise TmdError(f"base '{cfg.base}': cannot load the model from {base_dir} "
+                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    finally:
+        hf_logging.enable_progress_bar()
+    model.config.use_cache = False
+    linear_names = [name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear)]
+    targets = cfg.target_modules or default_target_modules(model.config.model_type, linear_names)
+    missing = [t for t in targets if t not in linear_names]
+    if missing:
+        raise TmdError(f"target_modules: {', '.join(missing)} not found in the base model "
+                       f"({model.config.model_type}; Linear layers: {', '.join(sorted(set(linear_names)))})")
+    torch.manual_seed(cfg.seed)  # the LoRA A matrices are drawn here
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    with warnings.catch_warnings():  # peft asks a deprecated transformers property; not ours to fix
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        model = get_peft_model(model, lora)
+    model.to(device)
+    return model, targets
+
+
+def supports_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
+
+
+def target_loss_sum(model, batch: dict, device: torch.device, keep_ok: bool = True) -> torch.Tensor:
+    """Summed cross-entropy over the target tokens of a batch.
+
+    Position p predicts token p+1, so only positions from the earliest target start - 1 onward
+    matter; the head is applied to those alone (`logits_to_keep`), which saves the vocabulary
+    projection over most of each prompt."""
+    input_ids = batch["input_ids"].to(device)
+    labels = batch["labels"].to(device)
+    width = input_ids.shape[1]
+    keep = width - batch["first_target"] + 1
+    kwargs = {"logits_to_keep": keep} if keep_ok else {}
+    logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device),
+                   use_cache=False, **kwargs).logits
+    logits = logits[:, -keep:].float()
+    shifted = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], dim=1)[:, -keep:]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[Example], cfg: TrainConfig, pad_id: int, device, precision,
+             keep_ok: bool) -> float | None:
+    if not examples:
+        return None
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))
+    total, count = 0.0, 0
+    pad_to = cfg.max_length if cfg.pad_to_max else None
+    for start in range(0, len(order), cfg.batch_size):
+        batch = collate([examples[i] for i in order[start:start + cfg.batch_size]], pad_id, pad_to)
+        with autocast_for(device, precision):
+            total += target_loss_sum(model, batch, device, keep_ok).item()
+        count += batch["n_target"]
+    model.train(was_training)
+    return total / count
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+class Checkpoints:
+    """checkpoints/step-NNNNNN/: adapter, optimizer, scheduler, scaler, RNG and state.json.
+
+    Each is written to a .partial folder and renamed, so a folder without that suffix is complete."""
+
+    def __init__(self, out: Path, keep: int):
+        self.root = out / CHECKPOINTS
+        self.keep = keep
+
+    def latest(self) -> Path | None:
+        if not self.root.is_dir():
+            return None
+        done = sorted(p for p in self.root.iterdir()
+                      if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file())
+        return done[-1] if done else None
+
+    def save(self, model, optimizer, scheduler, scaler, state: LoopState, meta: dict) -> Path:
+        final = self.root / f"step-{state.step:06d}"
+        tmp = self.root / f".step-{state.step:06d}.partial"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(str(tmp))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        write_json_atomic(tmp / STATE_FILE, {**meta, "state": state.to_dict()})
+        if final.exists():  # the epoch-end save of a step that was also a periodic save
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in sorted(p for p in self.root.iterdir() if p.name.startswith("step-"))[:-self.keep]:
+            shutil.rmtree(old)
+        return final
+
+    @staticmethod
+    def read_meta(path: Path) -> dict:
+        return json.loads((path / STATE_FILE).read_text())
+
+    @staticmethod
+    def restore(path: Path, model, optimizer, scheduler, scaler) -> LoopState:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(str(path / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(model, weights)
+        if getattr(result, "unexpected_keys", None):
+            raise TmdError(f"{path}: checkpoint adapter does not match this model "
+                           f"(unexpected {result.unexpected_keys[:3]}); rerun with --fresh")
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        if scaler is not None and (path / "scaler.pt").is_file():
+            scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+        rng = torch.load(path / "rng.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return LoopState(**Checkpoints.read_meta(path)["state"])
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+def plot_losses(log: list[dict], evals: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if log:
+        steps, losses = [e["step"] for e in log], [e["loss"] for e in log]
+        ax.plot(steps, losses, label="train (per step)", lw=1, alpha=0.45 if len(log) >= 10 else 1)
+        if len(log) >= 10:  # a step sees only batch x accum examples: show the trend too
+            w = max(3, len(log) // 8)
+            smooth = [sum(losses[max(0, i - w + 1):i + 1]) / len(losses[max(0, i - w + 1):i + 1])
+                      for i in range(len(losses))]
+            ax.plot(steps, smooth, label=f"train (mean of last {w} steps)", lw=1.8, color="C0")
+    if evals:
+        ax.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o--", label="held-out")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean over target tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def finished_record(out: Path) -> dict | None:
+    path = out / DONE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    module: str
+    out: Path
+    skipped: bool = False        # the output already held this finished run
+    resumed_from: int = 0        # the step a checkpoint put us at (0 = fresh start)
+    metrics: dict = field(default_factory=dict)
+
+
+StepHook = Callable[[LoopState], None]
+
+
+def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, console=None,
+          on_step: StepHook | None = None) -> TrainResult:
+    """Train one module's adapter into cfg.out. resume=None resumes a checkpoint if there is one,
+    True requires one, False ignores none (an existing checkpoint is an error); fresh=True clears
+    checkpoints and any finished run in cfg.out first. `on_step` sees the state after every step
+    (and its checkpoint, if any); an exception there stops the run as a kill would."""
+    say = console.print if console is not None else (lambda *a, **k: None)
+    started = time.perf_counter()
+    out = cfg.out
+    ckpts = Checkpoints(out, cfg.keep_checkpoints)
+    if fresh:
+        if ckpts.root.exists():
+            shutil.rmtree(ckpts.root)
+        (out / DONE_FILE).unlink(missing_ok=True)
+
+    device, precision = pick_device(cfg)
+    fingerprint = {**cfg.run_fingerprint(), "precision": precision}
+    data_file = cfg.data_file()
+    done = finished_record(out)
+    if done is not None:
+        differs = _differs_from_finished(done, cfg, fingerprint, data_file)
+        if differs:
+            raise TmdError(f"{out}: holds a finished run with other {differs}; choose another --out "
+                           "or pass --fresh to replace it")
+        say(f"[green]{cfg.module}[/green]: {out} already holds this finished run; nothing to do "
+            "(--fresh retrains)")
+        metrics_file = out / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        return TrainResult(cfg.module, out, skipped=True, metrics=metrics)
+
+    threads = set_threads(cfg)
+    data = prepare(cfg, warn=lambda s: say(f"[yellow]warning:[/yellow] {s}", highlight=False))
+    tokenizer = data.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    lengths = [len(e) for e in data.train]
+    pad_to = cfg.max_length if cfg.pad_to_max else None
+
+    batches0 = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)
+    steps_per_epoch = math.ceil(len(batches0) / cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    epochs = math.ceil(total_steps / steps_per_epoch)
+
+    model, targets = load_model(cfg, data.base_dir, device)
+    keep_ok = supports_logits_to_keep(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+
+    def linear(step: int) -> float:  # transformers' get_linear_schedule_with_warmup, written out
+        if step < cfg.warmup_steps:
+            return step / max(1, cfg.warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    meta = {"fingerprint": fingerprint, "data_sha256": data.data_sha256, "total_steps": total_steps,
+            "eval_ids": sorted(e.id for e in data.eval)}
+    state = LoopState()
+    latest = ckpts.latest()
+    if latest is not None and resume is False:
+        raise TmdError(f"{out}: holds a checkpoint ({latest.name}); resume it (the default) or pass --fresh")
+    if latest is None and resume is True:
+        raise TmdError(f"{out}: --resume given but there is no checkpoint in {ckpts.root}")
+    if latest is not None:
+        saved = Checkpoints.read_meta(latest)
+        if saved.get("data_sha256") != data.data_sha256:
+            raise TmdError(f"{latest}: made from other data than {data.data_file} (sha256 differs); "
+                           "pass --fresh to start over")
+        changed = [k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k]]
+        if changed:
+            k = changed[0]
+            raise TmdError(f"{latest}: made with {k}={saved['fingerprint'].get(k)!r}, this run has "
+                           f"{k}={fingerprint[k]!r}; rerun with the checkpoint's settings or pass --fresh")
+        state = Checkpoints.restore(latest, model, optimizer, scheduler, scaler)
+        say(f"[cyan]{cfg.module}[/cyan]: resuming from {latest.name} (step {state.step}/{total_steps})")
+    resumed_from = state.step
+    state.sessions += 1
+
+    stats = data.stats
+    say(f"[b]{cfg.module}[/b]: {stats.train} train / {stats.eval} held-out examples from "
+        f"{data.data_file}; {total_steps} steps ({steps_per_epoch}/epoch, batch {cfg.batch_size} x "
+        f"accum {cfg.grad_accum}); {device.type} {precision}, {threads} threads; LoRA r={cfg.lora_r} "
+        f"alpha={cfg.lora_alpha} on {','.join(targets)}; truncated {stats.truncated}, dropped {stats.dropped}",
+        highlight=False)
+
+    def evaluate_now():
+        loss = evaluate(model, data.eval, cfg, pad_id, device, precision, keep_ok)
+        if loss is not None:
+            state.evals.append({"step": state.step, "epoch": state.epoch, "loss": round(loss, 6)})
+        return loss
+
+    def elapsed() -> float:
+        return state.wall_seconds + (time.perf_counter() - started)
+
+    def checkpoint():
+        rss = max(state.peak_rss_mb, peak_rss_mb())
+        snapshot = dataclasses.replace(state, wall_seconds=elapsed(), peak_rss_mb=rss)
+        ckpts.save(model, optimizer, scheduler, scaler, snapshot, meta)
+
+    if state.step == 0 and not state.evals:
+        evaluate_now()  # the held-out loss before any training, for the curve
+
+    progress = _progress(console, cfg, total_steps, state.step) if cfg.progress else None
+    model.train()
+    try:
+        while state.epoch < epochs and state.step < total_steps:
+            if state.window == 0 or not state.epoch_batches:
+                state.epoch_batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
+            windows = [state.epoch_batches[i:i + cfg.grad_accum]
+                       for i in range(0, len(state.epoch_batches), cfg.grad_accum)]
+            while state.window < len(windows) and state.step < total_steps:
+                t0 = time.perf_counter()
+                window = [[data.train[i] for i in b] for b in windows[state.window]]
+                n_target = sum(e.n_target for b in window for e in b)
+                loss_sum = 0.0
+                for examples in window:
+                    batch = collate(examples, pad_id, pad_to)
+                    with autocast_for(device, precision):
+                        part = target_loss_sum(model, batch, device, keep_ok)
+                    scaled = part / n_target
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    loss_sum += part.item()
+                    state.tokens += batch["n_tokens"]
+                    state.slots += batch["n_slots"]
+                    state.target_tokens += batch["n_target"]
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.train_seconds += time.perf_counter() - t0
+                state.step += 1
+                state.window += 1
+                loss = loss_sum / n_target
+                if not math.isfinite(loss):
+                    raise TmdError(f"{cfg.module}: training loss became {loss} at step {state.step}; "
+                                   "lower --lr or use --precision fp32")
+                state.log.append({"step": state.step, "epoch": round(state.epoch + state.window / len(windows), 4),
+                                  "loss": round(loss, 6), "lr": lr, "tokens": state.tokens,
+                                  "seconds": round(elapsed(), 2)})
+                if progress is not None:
+                    progress.advance(loss, state.tokens / max(state.train_seconds, 1e-9))
+                end_of_epoch = state.window == len(windows)
+                if end_of_epoch:
+                    state.epoch += 1
+                    state.window = 0
+                    state.epoch_batches = []
+                    evaluate_now()
+                if end_of_epoch or (cfg.save_every and state.step % cfg.save_every == 0):
+                    checkpoint()
+                if on_step is not None:
+                    on_step(state)
+                if end_of_epoch:
+                    break  # the next epoch gets its own batch order
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    if not state.evals or state.evals[-1]["step"] != state.step:
+        evaluate_now()  # a max_steps stop inside an epoch
+    state.wall_seconds = elapsed()
+    state.peak_rss_mb = max(state.peak_rss_mb, peak_rss_mb())
+    metrics = _metrics(cfg, state, data, lengths, device, precision, threads, total_steps, resumed_from)
+    _write_outputs(cfg, model, tokenizer, data, metrics, state, fingerprint, targets, precision, device)
+    if not cfg.keep_checkpoints_after and ckpts.root.exists():
+        shutil.rmtree(ckpts.root)
+    say(f"[green]{cfg.module}[/green]: done in {metrics['wall_seconds']:.0f}s, loss "
+        f"{metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f}"
+        + (f", held-out {metrics['eval_loss']:.3f}" if metrics["eval_loss"] is not None else "")
+        + f", {metrics['tokens_per_second']:.0f} tok/s, peak RSS {metrics['peak_rss_mb']:.0f} MB -> {out}",
+        highlight=False)
+    return TrainResult(cfg.module, out, resumed_from=resumed_from, metrics=metrics)
+
+
+def _metrics(cfg, state: LoopState, data: Prepared, lengths, device, precision, threads, total_steps,
+             resumed_from) -> dict:
+    batches0 = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)
+    losses = [e["loss"] for e in state.log]
+    return {
+        "module": cfg.module,
+        "steps": state.step, "total_steps": total_steps, "epochs": cfg.epochs,
+        "loss_per_step": state.log,
+        "eval": state.evals,
+        "eval_loss": state.evals[-1]["loss"] if state.evals else None,
+        "first_loss": losses[0] if losses else float("nan"),
+        "final_loss": losses[-1] if losses else float("nan"),
+        "tokens_trained": state.tokens, "target_tokens_trained": state.target_tokens,
+        "token_slots": state.slots,
+        "padded_token_ratio": round((state.slots - state.tokens) / state.slots, 4) if state.slots else 0.0,
+        # the same epoch-0 batches padded both ways, to compare dynamic padding with the paper's
+        "padded_token_ratio_dynamic": round(padding_ratio(batches0, lengths, None), 4),
+        "padded_token_ratio_pad_to_max": round(padding_ratio(batches0, lengths, cfg.max_length), 4),
+        "tokens_per_second": state.tokens / state.train_seconds if state.train_seconds else 0.0,
+        "train_seconds": round(state.train_seconds, 2),
+        "wall_seconds": round(state.wall_seconds, 2),
+        "peak_rss_mb": round(state.peak_rss_mb, 1),
+        "sessions": state.sessions, "resumed_from_step": resumed_from,
+        "examples": {"records": data.stats.records, "train": data.stats.train, "eval": data.stats.eval,
+                     "truncated": data.stats.truncated, "dropped": data.stats.dropped,
+                     "dropped_ids": data.stats.dropped_ids,
+                     "max_example_tokens": data.stats.max_example_tokens},
+        "device": device.type, "precision": precision, "threads": threads,
+        "peak_gpu_memory_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                               if device.type == "cuda" else None),
+        "torch": torch.__version__,
+    }
+
+
+def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, fingerprint, targets,
+                   precision, device) -> None:
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    write_json_atomic(out / "metrics.json", metrics)
+    plot_losses(state.log, state.evals, out / "loss.png",
+                f"{cfg.module} LoRA on {cfg.base} ({data.teacher} teacher)")
+    hyper = {**cfg.hyperparameters(), "target_modules": targets, "precision": precision,
+             "device": device.type}
+    write_json_atomic(out / DONE_FILE, {
+        "module": cfg.module,
+        "base": cfg.base,
+        "base_source": str(data.base_dir.resolve()),
+        "teacher": data.teacher,
+        "data": str(data.data_file),
+        "data_sha256": data.data_sha256,
+        "hyperparameters": hyper,
+        "tmd_version": TMD_VERSION,
+        "prompt_version": data.prompt_version,
+    })
+
+
+def _differs_from_finished(done: dict, cfg: TrainConfig, fingerprint: dict, data_file: Path) -> str:
+    """'' when tmd.json records this very run (same data and training settings), else what differs."""
+    if not data_file.is_file() or done.get("data_sha256") != file_sha256(data_file):
+        return "data (sha256 differs)"
+    recorded = {**done.get("hyperparameters", {}), "module": done.get("module"), "base": done.get("base")}
+    for key, value in fingerprint.items():
+        if key == "target_modules" and value is None:
+            continue  # the architecture's default: the same base gives the same list
+        if recorded.get(key) != value:
+            return f"settings ({key}={recorded.get(key)!r}, this run has {value!r})"
+    return ""
+
+
+class _progress:
+    """A rich progress bar: step M/N, loss, tokens/s, elapsed and ETA (on stderr)."""
+
+    def __init__(self, console, cfg: TrainConfig, total: int, done: int):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        columns = [TextColumn("[b]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        self.bar = Progress(*columns, console=console or Console(stderr=True))
+        self.task = self.bar.add_task(cfg.module, total=total, completed=done, loss="-", speed="-")
+        self.bar.start()
+
+    def advance(self, loss: float, speed: float) -> None:
+        self.bar.update(self.task, advance=1, loss=f"{loss:.3f}", speed=f"{speed:.0f}")
+
+    def stop(self) -> None:
+        self.bar.stop()
+
