@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml teacher/__init__.py trainer/__init__.py exporter/__init
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# llama.cpp's own converters, from the llama-cpp-python sdist of the installed version (cached in .cache/).
+	$(BIN)/python -c "from exporter.vendor import ensure_converter; ensure_converter()"
 	touch $(STAMP)
 
 demo: $(STAMP)

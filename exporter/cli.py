@@ -1,0 +1,70 @@
+"""`tmd export`. Module-level imports stay light (click, rich): `tmd --help` imports this file."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+QUANT_DEFAULT = "f16,q8_0,q4_k_m"
+
+
+def one_line_errors(func):
+    """tmd_local.cli's wrapper, looked up at call time: tmd_local.cli imports this module while it
+    is itself being imported, so a module-level import of it here would be circular."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from tmd_local.cli import one_line_errors as wrap
+
+        return wrap(func)(*args, **kwargs)
+    return wrapper
+
+
+def _split(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [v.strip().lower() for v in value.split(",") if v.strip()]
+
+
+@click.command(name="export")
+@click.option("--adapters", type=click.Path(path_type=Path), default=None,
+              help="runs/<name>/adapters: one peft adapter folder per module (any subset), or one module's folder.")
+@click.option("--quant", default=QUANT_DEFAULT, show_default=True,
+              help="Comma-separated types: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, q5_1, q4_k_m, "
+                   "q4_k_s, q4_0, q4_1, q3_k_l, q3_k_m, q3_k_s, q2_k.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder, e.g. models/sqa50.")
+@click.option("--mode", type=click.Choice(["merged", "adapter", "both"]), default="merged", show_default=True,
+              help="merged: one GGUF per module and quant; adapter: base GGUFs + a LoRA GGUF per module; both.")
+@click.option("--modules", default=None, help="Only these modules, e.g. analyzer,reasoner (default: all found).")
+@click.option("--zero-shot", "zero_shot", default=None,
+              help="Modules served by the base model itself (mode base), e.g. informant,drd.")
+@click.option("--base", default=None,
+              help="Base model: registry name or HF folder (default: the base named in the adapters' tmd.json).")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--no-verify", is_flag=True, help="Skip comparing each GGUF with the merged model.")
+@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+              help="Least top-1 agreement an f16/f32 file must reach against the merged model.")
+@click.option("--keep-merged/--no-keep-merged", default=True, show_default=True,
+              help="Keep the merged HF models in <out>/merged/ after the export.")
+@one_line_errors
+def export(adapters, quant, out, mode, modules, zero_shot, base, threads, no_verify, min_agreement,
+           keep_merged):
+    """Merge trained adapters, convert them with llama.cpp's converter, quantize, verify, write a bundle."""
+    from tmd_local.cli import console, err_console
+    from tmd_local.errors import TmdError
+
+    from .export import ExportOptions, export as run_export
+    from .quant import parse_quants
+    from .render import RichReporter, print_summary
+
+    if threads is not None and threads < 1:
+        raise TmdError(f"--threads {threads}: expected a positive number")
+    if not 0 < min_agreement <= 1:
+        raise TmdError(f"--min-agreement {min_agreement}: expected a number in (0, 1]")
+    options = ExportOptions(adapters=adapters, out=out, quants=parse_quants(quant), mode=mode,
+                            threads=threads, base=base, modules=_split(modules),
+                            zero_shot=_split(zero_shot) or [], verify=not no_verify,
+                            min_agreement=min_agreement, keep_merged=keep_merged)
+    result = run_export(options, RichReporter(err_console))
+    print_summary(console, result)

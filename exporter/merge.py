@@ -1,0 +1,133 @@
+"""Merging a LoRA into its base with peft, saved as a standard HF folder (docs/FORMATS.md section 4).
+
+Imports torch/transformers/peft lazily, inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from tmd_local.errors import TmdError
+
+from .adapters import AdapterInfo
+
+MARKER = "tmd-merged.json"  # written last: its presence (with the right fingerprint) means complete
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def merged_is_current(out_dir: Path, fingerprint: str) -> bool:
+    try:
+        return json.loads((out_dir / MARKER).read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def quiet_transformers() -> None:
+    """No per-tensor progress bars or deprecation chatter under the export's own progress."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def load_base(base_dir: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    return AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def merge_in_memory(base_dir: Path, info: AdapterInfo, threads: int | None = None):
+    """(merged model, tokenizer, notes) without saving: adapter mode needs it only as the reference."""
+    from peft import PeftModel
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    base = load_base(base_dir)
+    try:
+        merged = PeftModel.from_pretrained(base, str(info.path)).merge_and_unload()
+    except Exception as e:  # noqa: BLE001 - peft raises many types for a mismatched adapter
+        raise TmdError(f"{info.path}: peft could not load the adapter onto {base_dir.name} ({e})") from None
+    merged.eval()
+    tokenizer, note = pick_tokenizer(base_dir, info.path)
+    return merged, tokenizer, [note] if note else []
+
+
+def merge_adapter(base_dir: Path, info: AdapterInfo, out_dir: Path, fingerprint: str,
+                  extra_files: dict[str, dict] | None = None, threads: int | None = None):
+    """Merge `info` into the base and save it to out_dir (via a .partial folder). Returns
+    (merged model, tokenizer, notes) so the caller can use the model without reloading it."""
+    from peft import PeftModel
+
+    notes: list[str] = []
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    base = load_base(base_dir)
+    try:
+        peft_model = PeftModel.from_pretrained(base, str(info.path))
+    except Exception as e:  # noqa: BLE001 - peft raises many types for a mismatched adapter
+        raise TmdError(f"{info.path}: peft could not load the adapter onto {base_dir.name} ({e})") from None
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    tokenizer, note = pick_tokenizer(base_dir, info.path)
+    if note:
+        notes.append(note)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        for name, obj in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(obj) + "\n")
+        (tmp / MARKER).write_text(json.dumps({
+            "fingerprint": fingerprint, "module": info.module, "source_adapter": str(info.path),
+            "adapter_sha256": info.weights_sha256, "base_dir": str(base_dir),
+            "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2) + "\n")
+        _fsync_dir_files(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return merged, tokenizer, notes
+
+
+def pick_tokenizer(base_dir: Path, adapter_dir: Path):
+    """The adapter folder's tokenizer (the one training used) when it has one, else the base's."""
+    base_tok = load_tokenizer(base_dir)
+    if not all((adapter_dir / f).is_file() for f in TOKENIZER_FILES):
+        return base_tok, None
+    tok = load_tokenizer(adapter_dir)
+    if tok.chat_template != base_tok.chat_template:
+        return tok, f"{adapter_dir.name}: its tokenizer's chat template differs from the base's; using the adapter's"
+    if tok.eos_token_id != base_tok.eos_token_id:
+        return tok, f"{adapter_dir.name}: its tokenizer's EOS differs from the base's; using the adapter's"
+    return tok, None
+
+
+def _fsync_dir_files(folder: Path) -> None:
+    for p in folder.iterdir():
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())

@@ -1,0 +1,237 @@
+"""End to end on a tiny random Llama: merge, llama.cpp conversion, quantization, read-back,
+verification, adapter mode, manifest atomicity and resume, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from exporter import bundle as B
+from exporter.export import ExportOptions, Reporter, export
+from tmd_local.errors import TmdError
+
+QUANTS = ["f16", "q8_0", "q4_k_m"]
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        self.finished = []
+
+    def step_finished(self, label, seconds, cached):
+        self.finished.append((label, cached))
+
+
+def tiny_options(adapters, out, tiny_base, **kw) -> ExportOptions:
+    defaults = dict(adapters=adapters, out=out, quants=QUANTS, mode="both", threads=1, base=str(tiny_base),
+                    zero_shot=["informant"], min_agreement=0.9)  # random tiny weights: near-tied logits
+    defaults.update(kw)
+    return ExportOptions(**defaults)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_adapters, tiny_base, converter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    rec = Recorder()
+    result = export(tiny_options(tiny_adapters, out, tiny_base), rec)
+    return out, result, rec
+
+
+def test_bundle_contents_and_manifest(tiny_bundle, tiny_base):
+    out, result, _ = tiny_bundle
+    bundle = B.read_manifest(out, check="sha256")
+    m = bundle.manifest
+    assert m["base"] == "base.q8_0.gguf" and m["base_model"] == "tiny-llama"  # not a registry model
+    assert m["llama_cpp_version"] and m["default_quant"] == "q8_0"
+    modes = {r: e.mode for r, e in bundle.modules.items()}
+    assert modes == {"analyzer": "merged", "informant": "base", "reasoner": "base", "drd": "base"}
+    analyzer = m["modules"]["analyzer"]
+    assert list(analyzer["files"]) == QUANTS and analyzer["teacher"] == "random-dev"
+    assert set(analyzer["adapter"]["base_files"]) == set(QUANTS)
+    assert analyzer["adapter"]["rank"] == 4 and analyzer["adapter"]["lora_alpha"] == 8.0
+    assert list(m["modules"]["informant"]["files"]) == QUANTS
+    assert "files" not in m["modules"]["drd"]  # runs on the manifest's base
+    for name in ("analyzer.f16.gguf", "analyzer.q8_0.gguf", "analyzer.q4_k_m.gguf", "analyzer.lora.gguf",
+                 "base.f16.gguf", "base.q8_0.gguf", "base.q4_k_m.gguf", "manifest.json"):
+        assert (out / name).is_file(), name
+    assert (out / "merged" / "analyzer" / "model.safetensors").is_file()
+    assert (out / "merged" / "analyzer" / "tokenizer.json").is_file()
+    assert not list(out.glob("*.partial")) and not list(out.glob(".*.partial"))
+    assert not (out / ".tmd-export" / "work").exists()
+
+
+def test_gguf_metadata_and_real_bits_per_weight(tiny_bundle, tiny_base):
+    import gguf
+    from transformers import AutoTokenizer
+
+    from tmd_local.memory import read_gguf_header
+
+    out, result, _ = tiny_bundle
+    tok = AutoTokenizer.from_pretrained(str(tiny_base))
+    entry = B.read_manifest(out).manifest["modules"]["analyzer"]
+    for quant, f in entry["files"].items():
+        meta = read_gguf_header(out / f["file"])
+        assert meta["tmd.role"] == "analyzer" and meta["tmd.mode"] == "merged"
+        assert meta["tmd.base"] == "tiny-llama" and meta["tmd.teacher"] == "random-dev"
+        assert meta["tmd.prompt_version"] and meta["tmd.adapter_sha256"] == entry["adapter_sha256"]
+        assert meta["tokenizer.chat_template"] == tok.chat_template
+        assert meta["tokenizer.ggml.eos_token_id"] == tok.eos_token_id and f["eos_token_ids"] == [tok.eos_token_id]
+        assert f["file_type"] == quant
+    # Real bits per weight, recomputed from the tensors themselves (GGUFReader, independent of ours).
+    q4 = entry["files"]["q4_k_m"]
+    reader = gguf.GGUFReader(str(out / q4["file"]))
+    bits = sum(int(t.n_bytes) for t in reader.tensors) * 8 / sum(int(t.n_elements) for t in reader.tensors)
+    assert q4["bits_per_weight"] == pytest.approx(bits, abs=1e-3)
+    assert q4["tensor_types"] == dict(Counter(t.tensor_type.name for t in reader.tensors))
+    # Widths of 64/160 are not multiples of 256: q4_k_m falls back to 32-block types throughout.
+    assert "Q4_K" not in q4["tensor_types"] and {"Q5_0", "Q8_0"} & set(q4["tensor_types"])
+    assert q4["bits_per_weight"] > 5  # far from the nominal ~4.8
+    assert entry["files"]["f16"]["bits_per_weight"] == pytest.approx(16, abs=0.1)
+    assert entry["files"]["q8_0"]["bits_per_weight"] == pytest.approx(8.5, abs=0.1)
+    lora = read_gguf_header(out / "analyzer.lora.gguf")
+    assert lora["general.type"] == "adapter" and lora["adapter.lora.alpha"] == 8.0
+    assert lora["tmd.mode"] == "adapter" and lora["tmd.role"] == "analyzer"
+    base = read_gguf_header(out / "base.q8_0.gguf")
+    assert base["tmd.role"] == "base" and "tmd.adapter_sha256" not in base
+
+
+def test_verification_figures(tiny_bundle):
+    out, result, _ = tiny_bundle
+    m = B.read_manifest(out).manifest
+    files = m["modules"]["analyzer"]["files"]
+    assert files["f16"]["top1_agreement"] >= 0.9 and files["f16"]["agreement_positions"] > 500
+    assert files["f16"]["tokenizer_match"] is True
+    assert 0 <= files["q4_k_m"]["top1_agreement"] <= 1
+    with_lora = m["modules"]["analyzer"]["adapter"]["base_files"]["f16"]
+    assert with_lora["top1_agreement"] >= 0.9  # base f16 + LoRA GGUF == merged model
+    checks = result.checks
+    assert any(c["lora"] == "analyzer.lora.gguf" for c in checks.values())
+    f16 = checks["analyzer/analyzer.f16.gguf"]
+    assert len(f16["generations"]) == 2 and f16["chat_answer"] is not None
+    assert result.references["analyzer"]["generations"][0]["text"] is not None
+
+
+def test_files_load_in_plain_llama_cpp(tiny_bundle):
+    from llama_cpp import Llama
+
+    out, _, _ = tiny_bundle
+    llm = Llama(model_path=str(out / "analyzer.q8_0.gguf"), n_ctx=256, n_threads=1, verbose=False)
+    try:
+        reply = llm.create_chat_completion([{"role": "user", "content": "Hello?"}], max_tokens=8,
+                                           temperature=0.0)
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+        assert llm.metadata["tmd.role"] == "analyzer"
+    finally:
+        llm.close()
+    llm = Llama(model_path=str(out / "base.f16.gguf"), lora_path=str(out / "analyzer.lora.gguf"),
+                n_ctx=256, n_threads=1, verbose=False)
+    llm.close()
+
+
+def test_rerun_skips_finished_work(tiny_bundle, tiny_adapters, tiny_base):
+    out, first, _ = tiny_bundle
+    before = B.read_manifest(out).manifest
+    rec = Recorder()
+    again = export(tiny_options(tiny_adapters, out, tiny_base), rec)
+    assert rec.finished and all(cached for label, cached in rec.finished if "converter" not in label)
+    after = again.manifest
+    for role in ("analyzer", "informant"):
+        assert {q: f["sha256"] for q, f in after["modules"][role]["files"].items()} == \
+            {q: f["sha256"] for q, f in before["modules"][role]["files"].items()}
+    assert again.seconds < 30
+
+
+def test_interrupted_export_leaves_no_valid_looking_bundle_and_resumes(tiny_bundle, tiny_adapters,
+                                                                      tiny_base, tmp_path, monkeypatch):
+    import exporter.quant
+
+    src, _, _ = tiny_bundle
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    (out / "analyzer.q4_k_m.gguf").unlink()
+    real = exporter.quant.quantize
+
+    def killed(source, dst, quant, threads=None, log_path=None):
+        dst.write_bytes(b"GGUF half written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exporter.quant, "quantize", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export(tiny_options(tiny_adapters, out, tiny_base))
+    assert not (out / "manifest.json").exists()  # taken down before any file changed
+    assert not (out / "analyzer.q4_k_m.gguf").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+
+    def disk_full(source, dst, quant, threads=None, log_path=None):
+        dst.write_bytes(b"GGUF")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(exporter.quant, "quantize", disk_full)
+    with pytest.raises(TmdError, match="out of disk space"):
+        export(tiny_options(tiny_adapters, out, tiny_base))
+    assert not (out / "manifest.json").exists() and not (out / "analyzer.q4_k_m.gguf").exists()
+
+    monkeypatch.setattr(exporter.quant, "quantize", real)
+    rec = Recorder()
+    export(tiny_options(tiny_adapters, out, tiny_base), rec)
+    redone = [label for label, cached in rec.finished if not cached]
+    # Quantizing is deterministic: the same bytes again, so even its verification is still valid.
+    assert redone == ["setup: converter llama.cpp", "analyzer: quantize analyzer.q4_k_m.gguf"]
+    assert B.read_manifest(out, check="sha256").module("analyzer").quants == QUANTS
+
+
+def test_adapter_mode_bundle(tiny_bundle, tiny_adapters, tiny_base, tmp_path):
+    """mode adapter: a bundle of base GGUFs + the LoRA GGUF; reuses the converted files by copying."""
+    src, _, _ = tiny_bundle
+    out = tmp_path / "adapter"
+    shutil.copytree(src, out)
+    (out / "manifest.json").unlink()
+    for p in out.glob("analyzer.*.gguf"):
+        if "lora" not in p.name:
+            p.unlink()
+    result = export(tiny_options(tiny_adapters, out, tiny_base, mode="adapter", zero_shot=[],
+                                 quants=["f16", "q8_0"]))
+    bundle = B.read_manifest(out, check="sha256")
+    t = bundle.target("analyzer")
+    assert (t.mode, t.model.name, t.lora.name) == ("adapter", "base.q8_0.gguf", "analyzer.lora.gguf")
+    assert list(bundle.module("analyzer").files) == ["f16", "q8_0"]
+    assert bundle.module("analyzer").files["q8_0"]["top1_agreement"] > 0.5
+    assert result.manifest["modules"]["informant"] == {"mode": "base", "note": "not exported: zero-shot base model"}
+
+
+# --- bad input through the CLI: exit 1, one line, nothing written that looks valid -------------
+
+def run_cli(*args):
+    from tmd_local.cli import cli
+
+    return CliRunner().invoke(cli, ["export", *args])
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], result.output
+
+
+def test_cli_bad_inputs(tmp_path, tiny_adapters, tiny_base, hf_base, monkeypatch):
+    out = tmp_path / "out"
+    assert_one_line_error(run_cli("--adapters", str(tmp_path / "nope"), "--out", str(out)), "no such folder")
+    assert_one_line_error(run_cli("--adapters", str(tiny_adapters), "--out", str(out), "--quant", "q4_k_xl"),
+                          "unsupported quant type")
+    assert_one_line_error(run_cli("--adapters", str(tiny_adapters), "--out", str(out), "--base", str(hf_base)),
+                          "trained on base 'tiny-llama', not 'smollm2-135m-instruct'")
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(run_cli("--adapters", str(tiny_adapters), "--out", str(tmp_path / "file" / "b"),
+                                  "--base", str(tiny_base)), "is a file, not a folder")
+    import shutil as _shutil
+
+    class Full:
+        free = 1000
+
+    monkeypatch.setattr(_shutil, "disk_usage", lambda p: Full())
+    assert_one_line_error(run_cli("--adapters", str(tiny_adapters), "--out", str(out), "--base", str(tiny_base)),
+                          "GB needed")
+    assert not (out / "manifest.json").exists() and not list(out.glob("*.gguf"))
