@@ -29,5 +29,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
+# Figures, not pass/fail: module residency, switch time, stage-batched vs per-question.
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_runtime.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -47,6 +47,45 @@ def generation_options(func):
     return func
 
 
+def runtime_options(func):
+    """Where the modules come from and how they share memory (docs/FORMATS.md §5, tmd_local/runner.py)."""
+    decorators = [
+        click.option("--bundle", type=click.Path(path_type=Path), default=None,
+                     help="Bundle folder (models/<bundle>) or its manifest.json; replaces --model."),
+        click.option("--quant", default=None,
+                     help="Bundle quantization (default: its default_quant, else q8_0); "
+                          "'q8_0+lora' runs merged roles as base + LoRA where shipped."),
+        click.option("--max-memory", default=None, metavar="SIZE",
+                     help="Refuse to load a module that would take tmd past SIZE (600MB, 1.5GiB...)."),
+        click.option("--keep-loaded", is_flag=True,
+                     help="Keep modules in memory across stages and questions while --max-memory allows."),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
+def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings):
+    """(ModuleSet, ModulePool) for the options above; the pool must be closed (use it as `with`)."""
+    from .bundle import open_source, split_quant
+    from .memory import MemoryBudget
+    from .runner import ModulePool
+
+    source = open_source(bundle=bundle, model=model)
+    quant, prefer_adapter = split_quant(quant)
+    modules = source.module_set(quant, prefer_adapter=prefer_adapter)
+    pool = ModulePool(settings, budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded)
+    return modules, pool, source
+
+
+def label_with_bundle(config: dict, source) -> dict:
+    """Name the teacher and each role's mode (fine-tuned or zero-shot) from the bundle's manifest."""
+    config["teacher"] = source.info.get("teacher") or config["teacher"]
+    for role, model in config["models"].items():
+        model["mode"] = source.roles[role].mode
+    return config
+
+
 def build_settings(n_ctx, threads, temperature, seed):
     from .runner import GenerationSettings
 
@@ -68,17 +107,18 @@ def cli():
               help="An answer option, e.g. --option A='a marsh'. Repeat for each option.")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 @generation_options
+@runtime_options
 @one_line_errors
-def ask(question, options, as_json, model, system, n_ctx, threads, temperature, seed):
+def ask(question, options, as_json, model, system, n_ctx, threads, temperature, seed, bundle, quant,
+        max_memory, keep_loaded):
     """Answer one QUESTION and show the whole trace."""
-    from .pipeline import ModuleSet, run
     from .records import Question
-    from .registry import resolve_model
 
     q = Question("cli", question, parse_option_flags(options))
-    modules = ModuleSet.single(resolve_model(model))
-    trace = _run_with_status(system, [q], modules, build_settings(n_ctx, threads, temperature, seed),
-                             quiet=as_json)[0]
+    settings = build_settings(n_ctx, threads, temperature, seed)
+    modules, pool, _ = build_runtime(model, bundle, quant, max_memory, keep_loaded, settings)
+    with pool:
+        trace = _run_with_status(system, [q], modules, settings, quiet=as_json, pool=pool)[0]
     if as_json:
         click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -101,7 +141,7 @@ def parse_option_flags(options: tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
-def _run_with_status(system, questions, modules, settings, quiet=False):
+def _run_with_status(system, questions, modules, settings, quiet=False, pool=None):
     from .pipeline import Events, run
 
     class StatusEvents(Events):
@@ -112,9 +152,9 @@ def _run_with_status(system, questions, modules, settings, quiet=False):
             self.status.update(f"[cyan]{stage}[/cyan]: loading {model.name} and generating...")
 
     if quiet:
-        return run(system, questions, modules, settings)
+        return run(system, questions, modules, settings, pool=pool)
     with console.status("starting...") as status:
-        return run(system, questions, modules, settings, StatusEvents(status))
+        return run(system, questions, modules, settings, StatusEvents(status), pool=pool)
 
 
 @cli.command()
@@ -166,15 +206,14 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@runtime_options
 @one_line_errors
 def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
-             n_ctx, threads, temperature):
+             n_ctx, threads, temperature, bundle, quant, max_memory, keep_loaded):
     """Accuracy of systems on benchmark splits, with 95% confidence intervals."""
     from .datasets import load_questions
     from .evaluate import run_config
     from .jsonl import write_json_atomic
-    from .pipeline import ModuleSet
-    from .registry import resolve_model
     from .render import summary_table
 
     if limit is not None and limit < 1:
@@ -184,7 +223,8 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
                        "every seed; set --temperature > 0 or use --seeds 1")
     if data_path and len(datasets) > 1:
         raise TmdError("--data-path: give one --dataset with it")
-    modules = ModuleSet.single(resolve_model(model))
+    modules, pool, source = build_runtime(model, bundle, quant, max_memory, keep_loaded,
+                                          build_settings(n_ctx, threads, temperature, 0))
     summaries = []
     for dataset in datasets:
         questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
@@ -195,10 +235,12 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
         for system in systems or ("tmd",):
             for seed in range(seeds):
                 settings = build_settings(n_ctx, threads, temperature, seed)
-                config = run_config(system, modules, settings, dataset=dataset, split=split)
+                config = label_with_bundle(run_config(system, modules, settings, dataset=dataset,
+                                                      split=split), source)
                 config["questions"] = {"source": report.source, "limit": limit, "n": len(questions)}
-                summary = _evaluate_with_progress(questions, system, modules, settings, config, out,
-                                                  batch_size)
+                with pool:  # closes what --keep-loaded kept once this configuration is done
+                    summary = _evaluate_with_progress(questions, system, modules, settings, config, out,
+                                                      batch_size, pool)
                 summaries.append(summary.to_dict())
     summary_path = out.with_suffix(".summary.json")
     write_json_atomic(summary_path, summaries)
@@ -221,7 +263,7 @@ def report(results, out):
     console.print(f"report: {path}")
 
 
-def _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size):
+def _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size, pool=None):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -240,7 +282,7 @@ def _evaluate_with_progress(questions, system, modules, settings, config, out, b
             progress.update(task, advance=1, accuracy=f"acc {tally['correct']}/{tally['n']}")
 
         summary = evaluate(questions, system, modules, settings, config, out,
-                           batch_size=batch_size, on_question=on_question)
+                           batch_size=batch_size, on_question=on_question, pool=pool)
         progress.update(task, completed=len(questions))
     return summary
 

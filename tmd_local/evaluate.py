@@ -15,8 +15,8 @@ from .memory import peak_rss_mb
 from .pipeline import Events, ModuleSet, run
 from .prompts import PROMPT_VERSION
 from .records import Question
-from .registry import gguf_summary
-from .runner import GenerationSettings
+from .registry import file_sha256, gguf_summary
+from .runner import GenerationSettings, ModulePool
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -40,17 +40,21 @@ def run_config(system: str, modules: ModuleSet, settings: GenerationSettings, *,
 
 
 def model_label(model) -> dict:
-    return {"name": model.name, "file": model.path.name, "path": str(model.path),
-            "sha256": model.sha256(), **gguf_summary(model.path)}
+    label = {"name": model.name, "file": model.path.name, "path": str(model.path),
+             "sha256": model.sha256(), **gguf_summary(model.path)}
+    adapter = getattr(model, "adapter", None)  # bundle roles in adapter mode: base + LoRA
+    if adapter is not None:
+        label.update(adapter=adapter.name, adapter_sha256=file_sha256(adapter))
+    return label
 
 
 # Fields that say *what* produced a result; paths, sizes and versions only describe it.
-IDENTITY_MODEL_FIELDS = ("sha256",)
+IDENTITY_MODEL_FIELDS = ("sha256", "adapter_sha256")
 
 
 def config_key(config: dict) -> str:
     identity = {k: v for k, v in config.items() if k not in ("tmd_version", "models", "questions")}
-    identity["models"] = {role: {f: m[f] for f in IDENTITY_MODEL_FIELDS}
+    identity["models"] = {role: {f: m[f] for f in IDENTITY_MODEL_FIELDS if f in m}
                           for role, m in config["models"].items()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -79,7 +83,7 @@ class EvalSummary:
 
 def evaluate(questions: list[Question], system: str, modules: ModuleSet, settings: GenerationSettings,
              config: dict, out: Path, *, batch_size: int = 1, on_question=None,
-             events: Events | None = None) -> EvalSummary:
+             events: Events | None = None, pool: ModulePool | None = None) -> EvalSummary:
     """Run the questions not yet in `out` for this config, appending each result as it finishes."""
     key = config_key(config)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,7 @@ def evaluate(questions: list[Question], system: str, modules: ModuleSet, setting
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         started = time.perf_counter()
-        traces = run(system, batch, modules, settings, events)
+        traces = run(system, batch, modules, settings, events, pool=pool)
         wall = (time.perf_counter() - started) / len(batch)
         for trace in traces:
             record = {"config_key": key, "config": config, **trace.to_dict(),

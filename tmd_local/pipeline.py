@@ -2,19 +2,20 @@
 
 Stages run over a batch of questions: each module is loaded once, used for every question in the
 batch, and closed before the next loads. A batch of one is the per-question path; since decoding
-is greedy (and seeded when sampling), both give the same traces.
+is greedy (and seeded when sampling), both give the same traces. A `ModulePool` passed in decides
+residency (one module at a time, or kept loaded within a memory budget) and can outlive one run;
+`should_stop` is polled between tokens and stages, and raises `Cancelled`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from . import prompts
 from .parsing import parse_answer, parse_subquestions
 from .records import Question
 from .registry import ModelRef
-from .runner import GenerationSettings, LoadedModule, Residency, load_module
+from .runner import Cancelled, GenerationSettings, LoadedModule, ModulePool, Residency, StopCheck
 
 SYSTEMS = ("tmd", "drd")
 TMD_STAGES = ("analyzer", "informant", "reasoner")
@@ -27,10 +28,11 @@ class ModuleSet:
     informant: ModelRef
     reasoner: ModelRef
     drd: ModelRef
+    label: str = ""  # for UIs and reports, e.g. "my-bundle (q8_0)"
 
     @classmethod
     def single(cls, model: ModelRef) -> "ModuleSet":
-        return cls(model, model, model, model)
+        return cls(model, model, model, model, label=f"{model.name} (zero-shot)")
 
     def for_stage(self, stage: str) -> ModelRef:
         return getattr(self, stage)
@@ -47,6 +49,7 @@ class StageRecord:
     completion_tokens: int = 0
     seconds: float = 0.0
     load_seconds: float = 0.0
+    loaded_by: str = "load"  # load | reuse | swap (LoRA adapter switched on a resident base)
     peak_rss_mb: float = 0.0
     finish_reasons: list[str] = field(default_factory=list)
 
@@ -90,34 +93,55 @@ class Events:
     """Progress hooks for UIs; every method is optional to override."""
 
     def stage_started(self, stage: str, model: ModelRef) -> None: ...
+    def module_ready(self, stage: str, residency: Residency) -> None: ...
     def stage_finished(self, stage: str, residency: Residency) -> None: ...
+    def generation_started(self, stage: str, index: int, call: int) -> None: ...
     def text(self, stage: str, index: int, piece: str) -> None: ...
     def step_done(self, stage: str, index: int, trace: Trace) -> None: ...
 
 
 def run(system: str, questions: list[Question], modules: ModuleSet,
-        settings: GenerationSettings | None = None, events: Events | None = None) -> list[Trace]:
-    settings = settings or GenerationSettings()
+        settings: GenerationSettings | None = None, events: Events | None = None, *,
+        pool: ModulePool | None = None, should_stop: StopCheck | None = None) -> list[Trace]:
+    if system not in SYSTEMS:
+        raise ValueError(f"system {system!r}: expected one of {SYSTEMS}")
+    settings = settings or (pool.settings if pool else GenerationSettings())
     events = events or Events()
     traces = [Trace(q, system) for q in questions]
     stages = TMD_STAGES if system == "tmd" else ("drd",)
-    for stage in stages:
-        _run_stage(stage, traces, modules.for_stage(stage), settings, events)
+    own_pool = pool is None
+    pool = pool or ModulePool(settings)
+    try:
+        for stage in stages:
+            _check(should_stop)
+            _run_stage(stage, traces, modules.for_stage(stage), settings, events, pool, should_stop)
+    finally:
+        if own_pool:
+            pool.close_all()
     return traces
 
 
+def _check(should_stop: StopCheck | None) -> None:
+    if should_stop and should_stop():
+        raise Cancelled()
+
+
 def _run_stage(stage: str, traces: list[Trace], model: ModelRef, settings: GenerationSettings,
-               events: Events) -> None:
+               events: Events, pool: ModulePool, should_stop: StopCheck | None) -> None:
     work = STAGE_WORK[stage]
     if stage == "informant" and not any(t.subquestions for t in traces):
         return  # nothing to look up: don't pay for loading the module
     events.stage_started(stage, model)
-    with load_module(stage, model, settings) as (module, residency):
+    with pool.use(stage, model) as (module, residency):
+        events.module_ready(stage, residency)
         for index, trace in enumerate(traces):
+            if stage == "informant" and not trace.subquestions:
+                continue  # as when this question runs alone: no informant stage at all
+            _check(should_stop)
             record = trace.stages[stage] = StageRecord(stage, model.name, module.file_type,
-                                                       load_seconds=residency.load_seconds)
-            emit: Callable[[str], None] = lambda piece, i=index: events.text(stage, i, piece)
-            work(module, trace, record, settings, emit)
+                                                       load_seconds=residency.load_seconds,
+                                                       loaded_by=residency.how)
+            work(module, trace, record, settings, _Emitter(events, stage, index, should_stop, settings))
             events.step_done(stage, index, trace)
     for trace in traces:
         if stage in trace.stages:
@@ -125,9 +149,30 @@ def _run_stage(stage: str, traces: list[Trace], model: ModelRef, settings: Gener
     events.stage_finished(stage, residency)
 
 
+class _Emitter:
+    """The token callback handed to a stage's work: forwards text to Events, announces each
+    generation (the informant makes one per subquestion), and carries the stop check."""
+
+    def __init__(self, events: Events, stage: str, index: int, should_stop: StopCheck | None,
+                 settings: GenerationSettings):
+        self.events, self.stage, self.index, self.should_stop = events, stage, index, should_stop
+        self.settings = settings  # sampling for this run; a pooled module may outlive several runs
+
+    def start(self, call: int) -> None:
+        self.events.generation_started(self.stage, self.index, call)
+
+    def __call__(self, piece: str) -> None:
+        self.events.text(self.stage, self.index, piece)
+
+
 def _generate(module: LoadedModule, record: StageRecord, messages: list[dict], max_tokens: int,
               emit) -> str:
-    gen = module.generate(messages, max_tokens, on_text=emit)
+    sampling = None
+    if isinstance(emit, _Emitter):
+        emit.start(record.calls)
+        sampling = emit.settings
+    gen = module.generate(messages, max_tokens, on_text=emit, sampling=sampling,
+                          should_stop=getattr(emit, "should_stop", None))
     record.calls += 1
     record.prompt_tokens += gen.prompt_tokens
     record.completion_tokens += gen.completion_tokens

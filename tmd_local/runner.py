@@ -1,17 +1,27 @@
-"""One module at a time on llama.cpp: load a GGUF, generate, close, and measure each step."""
+"""Modules on llama.cpp: load a GGUF (plus an optional LoRA adapter), generate, close, and measure.
+
+`ModulePool` decides what stays in memory. By default exactly one module is resident: each stage
+loads its module, runs, closes it and records how much memory came back. With keep_loaded, modules
+stay resident across stages and questions while the memory budget allows; a file used by several
+roles is loaded once, and roles that differ only by a LoRA adapter swap the adapter on the loaded
+base instead of reloading it.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import TmdError
-from .memory import peak_rss_mb, reset_peak_rss, rss_mb
+from .memory import (MIB, Footprint, MemoryBudget, estimate_footprint, peak_rss_mb, read_gguf_header,
+                     release_freed, reset_peak_rss, rss_mb)
 from .prompts import render_messages
-from .registry import ModelRef
+from .registry import ModelRef, file_sha256
 
 # llama.cpp's file-type codes (general.file_type) for the types reports mention.
 FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1",
@@ -19,6 +29,16 @@ FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9:
               16: "q5_k_s", 17: "q5_k_m", 18: "q6_k", 32: "bf16"}
 
 MIN_NEW_TOKENS = 16  # below this a stage's answer is useless, so overflow is an error instead
+
+
+class Cancelled(TmdError):
+    """The user stopped generation; raised between tokens or between stages."""
+
+    def __init__(self, message: str = "stopped by the user"):
+        super().__init__(message)
+
+
+StopCheck = Callable[[], bool]
 
 
 @dataclass
@@ -31,8 +51,28 @@ class GenerationSettings:
     max_tokens: dict[str, int] = field(default_factory=lambda: {
         "analyzer": 128, "informant": 128, "reasoner": 320, "drd": 384})
 
+    @property
+    def n_batch(self) -> int:
+        return min(512, self.n_ctx)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModuleRef(ModelRef):
+    """A role's module as a bundle describes it: the GGUF, an optional LoRA adapter GGUF, and the
+    size and sha256 the manifest promises for each (checked before the first load)."""
+    adapter: Path | None = None
+    quant: str | None = None
+    size: int | None = None
+    sha256_expected: str | None = None
+    adapter_sha256_expected: str | None = None
+    source: str = ""  # where the promise comes from, e.g. "models/b/manifest.json: modules.analyzer"
+
+    @property
+    def label(self) -> str:
+        return self.name + (f" + {self.adapter.name}" if self.adapter else "")
 
 
 @dataclass
@@ -57,22 +97,56 @@ class LoadedModule:
     def __init__(self, model: ModelRef, settings: GenerationSettings):
         self.model = model
         self.settings = settings
+        self.adapter: Path | None = None
+        self._adapters: dict[Path, object] = {}  # initialized LoRA adapters, by path
         started = time.perf_counter()
         self._llm = _open_llama(model, settings)
+        try:
+            meta = self._llm.metadata
+            self.chat_template = meta.get("tokenizer.chat_template")
+            if not self.chat_template:
+                raise TmdError(f"{model.path}: the GGUF has no tokenizer.chat_template; "
+                               "tmd needs the model's chat template to build prompts")
+            self.file_type = FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown")
+            self.bos_token = self._token_text(self._llm.token_bos())
+            self.eos_token = self._token_text(self._llm.token_eos())
+            if getattr(model, "adapter", None):
+                self.set_adapter(model.adapter)
+        except BaseException:
+            self.close()
+            raise
         self.load_seconds = time.perf_counter() - started
-        meta = self._llm.metadata
-        self.chat_template = meta.get("tokenizer.chat_template")
-        if not self.chat_template:
-            raise TmdError(f"{model.path}: the GGUF has no tokenizer.chat_template; "
-                           "tmd needs the model's chat template to build prompts")
-        self.file_type = FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown")
-        self.bos_token = self._token_text(self._llm.token_bos())
-        self.eos_token = self._token_text(self._llm.token_eos())
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
             return ""
         return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    # --- LoRA adapters: llama.cpp applies them per context, so a loaded base can switch cheaply.
+    def set_adapter(self, path: Path | None) -> float:
+        """Apply the LoRA adapter at `path` (None: the bare base model); returns seconds taken."""
+        import llama_cpp
+
+        started = time.perf_counter()
+        if path == self.adapter:
+            return 0.0
+        ctx = self._llm._ctx.ctx
+        if path is None:
+            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+        else:
+            if path not in self._adapters:
+                check_lora(path, self.model.path)
+                handle = llama_cpp.llama_adapter_lora_init(self._llm._model.model, str(path).encode())
+                if not handle:
+                    raise TmdError(f"{path}: llama.cpp could not load it as a LoRA adapter for "
+                                   f"{self.model.path.name} (wrong base model or not a LoRA GGUF?)")
+                self._adapters[path] = handle
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[path])
+            rc = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+        if rc != 0:
+            raise TmdError(f"{path or self.model.path}: llama.cpp refused to set the adapter (code {rc})")
+        self.adapter = path
+        return time.perf_counter() - started
 
     def render(self, messages: list[dict]) -> str:
         return render_messages(messages, self.chat_template, bos_token=self.bos_token,
@@ -85,8 +159,12 @@ class LoadedModule:
     def room_for(self, prompt_tokens: int) -> int:
         return self.settings.n_ctx - prompt_tokens
 
-    def generate(self, messages: list[dict], max_tokens: int,
-                 on_text: TokenCallback | None = None) -> Generation:
+    def generate(self, messages: list[dict], max_tokens: int, on_text: TokenCallback | None = None,
+                 should_stop: StopCheck | None = None, sampling: GenerationSettings | None = None
+                 ) -> Generation:
+        """Greedy (or seeded) completion; should_stop is polled after every token and raises Cancelled.
+        `sampling` (default: the settings the module was loaded with) gives temperature, penalty, seed."""
+        sampling = sampling or self.settings
         tokens = self.tokenize(self.render(messages))
         room = self.room_for(len(tokens))
         if room < MIN_NEW_TOKENS:
@@ -96,25 +174,39 @@ class LoadedModule:
         self._llm.reset()  # each prompt stands alone; no KV reuse between unrelated prompts
         started = time.perf_counter()
         pieces, count, finish = [], 0, "length"
-        for chunk in self._llm.create_completion(
-                tokens, max_tokens=max_tokens, temperature=self.settings.temperature,
-                repeat_penalty=self.settings.repeat_penalty, seed=self.settings.seed, stream=True):
-            choice = chunk["choices"][0]
-            count += 1
-            if choice["text"]:
-                pieces.append(choice["text"])
-                if on_text:
-                    on_text(choice["text"])
-            finish = choice.get("finish_reason") or finish
+        stream = self._llm.create_completion(
+            tokens, max_tokens=max_tokens, temperature=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty, seed=sampling.seed, stream=True)
+        try:
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                count += 1
+                if choice["text"]:
+                    pieces.append(choice["text"])
+                    if on_text:
+                        on_text(choice["text"])
+                finish = choice.get("finish_reason") or finish
+                if should_stop and should_stop():
+                    raise Cancelled()
+        finally:
+            stream.close()
         seconds = time.perf_counter() - started
         # llama.cpp emits one chunk per sampled token plus a final empty one carrying finish_reason.
         completion_tokens = max(0, self._llm.n_tokens - len(tokens)) or count
         return Generation("".join(pieces).strip(), len(tokens), completion_tokens, seconds, finish)
 
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        if self._llm is None:
+            return
+        if self._adapters:
+            import llama_cpp
+
+            llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, None, 0, None)
+            for handle in self._adapters.values():
+                llama_cpp.llama_adapter_lora_free(handle)
+            self._adapters.clear()
+        self._llm.close()
+        self._llm = None
 
 
 def _open_llama(model: ModelRef, settings: GenerationSettings):
@@ -122,14 +214,15 @@ def _open_llama(model: ModelRef, settings: GenerationSettings):
 
     try:
         return Llama(model_path=str(model.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
-                     n_batch=min(512, settings.n_ctx), seed=settings.seed, verbose=False)
+                     n_batch=settings.n_batch, seed=settings.seed, verbose=False)
     except (ValueError, RuntimeError) as e:
         raise TmdError(f"{model.path}: llama.cpp could not load it ({e})") from None
 
 
 @dataclass
 class Residency:
-    """What one module's stay in memory cost: load time, peak RSS, RSS left behind after closing."""
+    """What one module's use cost: how it got into memory (load, reuse or adapter swap), how long
+    that took, the estimate checked against the budget, peak RSS, and RSS after closing it."""
     stage: str
     model: str
     file_type: str
@@ -137,19 +230,161 @@ class Residency:
     peak_rss_mb: float = 0.0
     rss_before_mb: float = 0.0
     rss_after_close_mb: float = 0.0
+    how: str = "load"  # load | reuse | swap
+    adapter: str | None = None
+    estimated_mb: float = 0.0
+    kept_loaded: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 @contextmanager
 def load_module(stage: str, model: ModelRef, settings: GenerationSettings
                 ) -> Iterator[tuple[LoadedModule, Residency]]:
     """Load a module, yield it, and always close it, recording what its residency cost."""
-    before = rss_mb()
-    reset_peak_rss()
-    module = LoadedModule(model, settings)
-    residency = Residency(stage, model.name, module.file_type, module.load_seconds, rss_before_mb=before)
+    with ModulePool(settings).use(stage, model) as pair:
+        yield pair
+
+
+# ggml types llama.cpp's loader accepts in a LoRA GGUF but cannot multiply with on CPU: an f64 adapter
+# loads fine and then crashes the process in the first matmul, so these are refused with a message.
+LORA_REFUSED_TYPES = {24: "i8", 25: "i16", 26: "i32", 27: "i64", 28: "f64"}
+
+
+def check_lora(adapter: Path, base: Path) -> None:
+    """A LoRA GGUF for the base's architecture, with tensor types llama.cpp computes with."""
+    header = read_gguf_header(adapter, tensors=True)
+    if header.get("general.type") != "adapter" or header.get("adapter.type") != "lora":
+        raise TmdError(f"{adapter}: not a LoRA adapter GGUF (general.type={header.get('general.type')!r}, "
+                       f"adapter.type={header.get('adapter.type')!r})")
+    arch, base_arch = header.get("general.architecture"), read_gguf_header(base).get("general.architecture")
+    if arch != base_arch:
+        raise TmdError(f"{adapter}: adapter for architecture {arch!r}, but {base.name} is {base_arch!r}")
+    bad = {name: t for name, t in header["tensors"].items() if t in LORA_REFUSED_TYPES}
+    if bad:
+        name, code = next(iter(bad.items()))
+        raise TmdError(f"{adapter}: tensor {name} is {LORA_REFUSED_TYPES[code]}, which llama.cpp cannot "
+                       f"compute with ({len(bad)} such tensors); export the adapter as f32/f16/q8_0")
+
+
+# --- integrity -------------------------------------------------------------------------------
+
+def verify_files(ref: ModelRef) -> None:
+    """Check a module's files against what its bundle promised: size first (a truncated copy is
+    named as such), then sha256 (cached per path+size+mtime, so each file is hashed once)."""
+    if not isinstance(ref, ModuleRef):
+        return
+    _verify_one(ref.path, ref.size, ref.sha256_expected, ref.source or str(ref.path))
+    if ref.adapter is not None:
+        _verify_one(ref.adapter, None, ref.adapter_sha256_expected, (ref.source or "") + " adapter")
+
+
+def _verify_one(path: Path, size: int | None, sha256: str | None, where: str) -> None:
     try:
-        yield module, residency
-    finally:
-        residency.peak_rss_mb = peak_rss_mb()
+        actual = path.stat().st_size
+    except OSError:
+        raise TmdError(f"{path}: missing (named by {where})") from None
+    if size is not None and actual != size:
+        word = "truncated" if actual < size else "larger than expected"
+        raise TmdError(f"{path}: {word}: {actual} bytes, the manifest says {size} ({where})")
+    if sha256 is not None and file_sha256(path) != sha256.lower():
+        raise TmdError(f"{path}: sha256 mismatch: file has {file_sha256(path)[:12]}..., the manifest "
+                       f"says {sha256[:12]}... ({where}); re-export or re-copy the bundle")
+
+
+# --- residency -------------------------------------------------------------------------------
+
+class ModulePool:
+    """What is in memory, and the rules for loading more.
+
+    keep_loaded=False: one module at a time; every use loads, runs and closes (RSS measured after).
+    keep_loaded=True: modules stay until close_all(); the least recently used are closed first
+    when the budget would be exceeded; same file = one load; adapters are swapped on a loaded base.
+    """
+
+    def __init__(self, settings: GenerationSettings, *, budget: MemoryBudget | None = None,
+                 keep_loaded: bool = False, verify: bool = True):
+        self.settings = settings
+        self.budget = budget or MemoryBudget()
+        self.keep_loaded = keep_loaded
+        self.verify = verify
+        self._loaded: dict[Path, LoadedModule] = {}  # base file -> module, least recently used first
+        self._uses: dict[Path, list[Residency]] = {}  # base file -> its uses since it was loaded
+        self.history: list[Residency] = []
+
+    @property
+    def resident(self) -> list[str]:
+        """Names of the modules in memory now, least recently used first."""
+        return [module.model.name for module in self._loaded.values()]
+
+    @contextmanager
+    def use(self, stage: str, ref: ModelRef) -> Iterator[tuple[LoadedModule, Residency]]:
+        module, residency = self._acquire(stage, ref)
+        try:
+            yield module, residency
+        finally:
+            residency.peak_rss_mb = max(residency.peak_rss_mb, peak_rss_mb())
+            if not self.keep_loaded:
+                self._close(ref.path)
+
+    def _acquire(self, stage: str, ref: ModelRef) -> tuple[LoadedModule, Residency]:
+        if self.verify:
+            verify_files(ref)
+        adapter = getattr(ref, "adapter", None)
+        module = self._loaded.pop(ref.path, None)
+        if module is not None:  # already resident: reuse it, swapping the adapter if needed
+            self._loaded[ref.path] = module  # now the most recently used
+            if adapter is not None and adapter not in module._adapters:
+                self.budget.check(f"{stage} (adapter {adapter.name})",
+                                  Footprint(0, 0, 0, 0, adapter_bytes=adapter.stat().st_size), rss_mb())
+            before = rss_mb()
+            reset_peak_rss()
+            swap = adapter != module.adapter
+            seconds = module.set_adapter(adapter)
+            residency = Residency(stage, ref.name, module.file_type, seconds, rss_before_mb=before,
+                                  how="swap" if swap else "reuse", kept_loaded=True,
+                                  adapter=adapter.name if adapter else None)
+        else:
+            footprint = estimate_footprint(ref.path, self.settings.n_ctx, self.settings.n_batch, adapter)
+            self._make_room(footprint)
+            what = f"{stage} ({ref.path.name}{' + ' + adapter.name if adapter else ''})"
+            self.budget.check(what, footprint, rss_mb())
+            before = rss_mb()
+            reset_peak_rss()
+            module = LoadedModule(ref, self.settings)
+            self._loaded[ref.path] = module
+            self._uses[ref.path] = []
+            residency = Residency(stage, ref.name, module.file_type, module.load_seconds,
+                                  rss_before_mb=before, estimated_mb=footprint.total_bytes / MIB,
+                                  kept_loaded=self.keep_loaded, adapter=adapter.name if adapter else None)
+        self._uses[ref.path].append(residency)
+        self.history.append(residency)
+        return module, residency
+
+    def _make_room(self, footprint: Footprint) -> None:
+        """One at a time: close everything. keep_loaded: close least recently used until it fits."""
+        for path in list(self._loaded):
+            if self.keep_loaded and self.budget.fits(footprint, rss_mb()):
+                return
+            self._close(path)
+
+    def _close(self, path: Path) -> None:
+        module = self._loaded.pop(path, None)
+        if module is None:
+            return
         module.close()
-        residency.rss_after_close_mb = rss_mb()
+        release_freed()
+        after = rss_mb()
+        for residency in self._uses.pop(path, []):
+            residency.rss_after_close_mb = after
+
+    def close_all(self) -> None:
+        for path in list(self._loaded):
+            self._close(path)
+
+    def __enter__(self) -> "ModulePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close_all()

@@ -1,0 +1,281 @@
+"""Bundles: which GGUF plays each role, read from `models/<bundle>/manifest.json` (docs/FORMATS.md §5).
+
+The app and the CLI read only the manifest. Per role, `mode` says what the files are:
+- `merged`: `files[quant]` is the fine-tuned module itself;
+- `adapter`: the base GGUF plus the LoRA GGUF in `adapter.file`; the base is `files[quant]` when
+  the role lists files, else the bundle's `base`;
+- `base`: the base model, zero-shot; `files[quant]` when listed, else the bundle's `base` (a
+  registry name such as `smollm2-135m-instruct`, or a GGUF path relative to the bundle).
+A merged role may also list `adapter` with `base_files`: the same module as base + LoRA. With
+`prefer_adapter=True` (quant written `q8_0+lora` in the app and CLI) those roles run in that form,
+so they share one resident base and switch by swapping adapters instead of reloading.
+The default quant is the manifest's `default_quant`, else the first of QUANT_PREFERENCE present.
+A model alone is a bundle too (`zero_shot_bundle`): every role is that model, in its own quant.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .errors import TmdError
+from .pipeline import ModuleSet
+from .registry import ModelRef, resolve_model
+from .runner import ModuleRef
+
+FORMAT = "tmd-bundle/1"
+MANIFEST = "manifest.json"
+ROLES = ("analyzer", "informant", "reasoner", "drd")
+MODES = ("merged", "adapter", "base")
+# Preferred quant when none is asked for: small enough for laptops, close to f16 in quality.
+QUANT_PREFERENCE = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_1", "q4_0", "f16", "bf16", "f32")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: Path
+    sha256: str | None
+    size: int | None
+    where: str  # "<manifest>: modules.analyzer.files.q8_0", for messages
+    bits_per_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    mode: str
+    files: dict[str, FileEntry] = field(default_factory=dict)  # quant -> file
+    adapter: FileEntry | None = None
+    # A merged role may also ship as base + LoRA (`adapter.base_files`): the same module in a form
+    # whose roles share one resident base and switch by swapping adapters (prefer_adapter=True).
+    adapter_base_files: dict[str, FileEntry] = field(default_factory=dict)
+
+    def files_for(self, prefer_adapter: bool) -> dict[str, FileEntry]:
+        return self.adapter_base_files if prefer_adapter and self.adapter_base_files else self.files
+
+    def uses_adapter(self, prefer_adapter: bool) -> bool:
+        return self.mode == "adapter" or bool(prefer_adapter and self.adapter_base_files)
+
+
+@dataclass
+class Bundle:
+    name: str
+    roles: dict[str, Role]
+    base: str
+    manifest_path: Path | None = None  # None for a zero-shot bundle built from a model
+    info: dict = field(default_factory=dict)  # teacher, data, prompt_version, created...
+
+    @property
+    def quants(self) -> list[str]:
+        return self.quants_for()
+
+    def quants_for(self, prefer_adapter: bool = False) -> list[str]:
+        """Quantizations every role can be run in (roles on the registry base accept any)."""
+        listed = [r.files_for(prefer_adapter) for r in self.roles.values() if r.files_for(prefer_adapter)]
+        if not listed:
+            return [self._base_ref().quant or "base"]
+        common = set.intersection(*(set(files) for files in listed))
+        order = [q for files in listed for q in files]  # manifest order
+        return sorted(common, key=order.index)
+
+    @property
+    def default_quant(self) -> str:
+        quants = self.quants
+        preferred = (self.info.get("default_quant"), *QUANT_PREFERENCE)
+        return next((q for q in preferred if q in quants), quants[0])
+
+    def module_set(self, quant: str | None = None, prefer_adapter: bool = False) -> ModuleSet:
+        """The four roles' modules in `quant` (default: the manifest's default_quant, else q8_0...).
+        prefer_adapter: run merged roles that also ship as base + LoRA in that form."""
+        quants = self.quants_for(prefer_adapter)
+        quant = quant or (self.default_quant if self.default_quant in quants else quants[0])
+        if quant not in quants:
+            raise TmdError(f"{self.where}: no '{quant}' files for every role; available: "
+                           f"{', '.join(quants) or 'none'}")
+        refs = {role: self._role_ref(self.roles[role], quant, prefer_adapter) for role in ROLES}
+        form = ", base + adapters" if prefer_adapter else ""
+        return ModuleSet(**refs, label=f"{self.name} ({quant}{form})")
+
+    @property
+    def where(self) -> str:
+        return str(self.manifest_path) if self.manifest_path else f"model {self.name}"
+
+    @property
+    def has_adapter_forms(self) -> bool:
+        return any(r.adapter_base_files for r in self.roles.values())
+
+    def choices(self) -> list[str]:
+        """Every runnable quant, plus 'q+lora' where merged roles also ship as base + LoRA."""
+        plain = self.quants
+        lora = [q + LORA_SUFFIX for q in self.quants_for(True)] if self.has_adapter_forms else []
+        return plain + lora
+
+    def describe(self) -> str:
+        modes = ", ".join(f"{r}: {self.roles[r].mode}" for r in ROLES)
+        return f"{self.name} [{', '.join(self.quants)}] {modes}"
+
+    def _role_ref(self, role: Role, quant: str, prefer_adapter: bool = False) -> ModelRef:
+        entry = role.files_for(prefer_adapter).get(quant)
+        if entry is None:
+            base = self._base_ref()
+        else:
+            check_entry(entry)
+            base = ModuleRef(entry.path.resolve(), f"{self.name}/{role.name}", quant=quant, size=entry.size,
+                             sha256_expected=entry.sha256, source=entry.where)
+        if not role.uses_adapter(prefer_adapter):
+            return base
+        check_entry(role.adapter)
+        return ModuleRef(base.path, f"{self.name}/{role.name}", adapter=role.adapter.path.resolve(),
+                         quant=getattr(base, "quant", None), size=getattr(base, "size", None),
+                         sha256_expected=getattr(base, "sha256_expected", None),
+                         adapter_sha256_expected=role.adapter.sha256, source=role.adapter.where)
+
+    def _base_ref(self) -> ModelRef:
+        """The bundle's base model: a registry name, or a GGUF path relative to the bundle."""
+        candidate = self.manifest_path.parent / self.base if self.manifest_path else None
+        ref = resolve_model(candidate if candidate is not None and candidate.is_file() else self.base)
+        from .memory import read_gguf_header
+        from .runner import FILE_TYPES
+
+        quant = FILE_TYPES.get(int(read_gguf_header(ref.path).get("general.file_type", -1)))
+        return ModuleRef(ref.path, ref.name, quant=quant)
+
+
+LORA_SUFFIX = "+lora"
+
+
+def split_quant(text: str | None) -> tuple[str | None, bool]:
+    """'q8_0+lora' -> ('q8_0', True): the quant, and whether to prefer base + adapter forms."""
+    if not text:
+        return None, False
+    text = text.strip().lower()
+    return (text[:-len(LORA_SUFFIX)] or None, True) if text.endswith(LORA_SUFFIX) else (text, False)
+
+
+def check_entry(entry: FileEntry) -> None:
+    """Cheap checks at selection time (existence, size); sha256 is checked before the first load."""
+    try:
+        size = entry.path.stat().st_size
+    except OSError:
+        raise TmdError(f"{entry.where}: file {entry.path} is missing") from None
+    if entry.size is not None and size != entry.size:
+        word = "truncated" if size < entry.size else "larger than the manifest says"
+        raise TmdError(f"{entry.where}: file {entry.path} is {word} ({size} bytes, expected {entry.size})")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def load_bundle(path: str | Path) -> Bundle:
+    """A bundle folder or its manifest.json -> Bundle, validating every field it relies on."""
+    path = Path(path).expanduser()
+    manifest_path = path / MANIFEST if path.is_dir() else path
+    if not manifest_path.is_file():
+        raise TmdError(f"{manifest_path}: no bundle manifest here (expected models/<bundle>/{MANIFEST})")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise TmdError(f"{manifest_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except OSError as e:
+        raise TmdError(f"{manifest_path}: cannot read ({e.strerror})") from None
+    return parse_manifest(data, manifest_path)
+
+
+def parse_manifest(data, manifest_path: Path) -> Bundle:
+    where = str(manifest_path)
+    if not isinstance(data, dict):
+        raise TmdError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise TmdError(f"{where}: field 'format': expected {FORMAT!r}, got {data.get('format')!r}")
+    base = data.get("base")
+    if not isinstance(base, str) or not base.strip():
+        raise TmdError(f"{where}: field 'base': expected a model name or GGUF path, got {base!r}")
+    modules = data.get("modules")
+    if not isinstance(modules, dict):
+        raise TmdError(f"{where}: field 'modules': expected an object with {', '.join(ROLES)}")
+    roles = {}
+    for role in ROLES:
+        if role not in modules:
+            raise TmdError(f"{where}: field 'modules.{role}': missing (a bundle names all of "
+                           f"{', '.join(ROLES)}; use mode 'base' for a zero-shot role)")
+        roles[role] = _parse_role(role, modules[role], manifest_path)
+    info = {k: data[k] for k in ("tmd_version", "created", "teacher", "data", "prompt_version",
+                                 "default_quant") if k in data}
+    return Bundle(manifest_path.parent.name, roles, base, manifest_path.resolve(), info)
+
+
+def _parse_role(role: str, spec, manifest_path: Path) -> Role:
+    at = f"{manifest_path}: field 'modules.{role}"
+    if not isinstance(spec, dict):
+        raise TmdError(f"{at}': expected an object, got {type(spec).__name__}")
+    mode = spec.get("mode")
+    if mode not in MODES:
+        raise TmdError(f"{at}.mode': expected one of {', '.join(MODES)}, got {mode!r}")
+    files_spec = spec.get("files", {})
+    if not isinstance(files_spec, dict):
+        raise TmdError(f"{at}.files': expected an object quant -> file entry")
+    if mode == "merged" and not files_spec:
+        raise TmdError(f"{at}.files': mode 'merged' needs at least one quantized file")
+    files = {quant.lower(): _parse_file(entry, manifest_path, f"{at}.files.{quant}")
+             for quant, entry in files_spec.items()}
+    if mode == "adapter" and "adapter" not in spec:
+        raise TmdError(f"{at}.adapter': mode 'adapter' needs {{\"file\", \"sha256\"}}")
+    adapter, base_files = None, {}
+    if spec.get("adapter") is not None:
+        adapter = _parse_file(spec["adapter"], manifest_path, f"{at}.adapter")
+        alt = spec["adapter"].get("base_files") or {}
+        if not isinstance(alt, dict):
+            raise TmdError(f"{at}.adapter.base_files': expected an object quant -> file entry")
+        base_files = {quant.lower(): _parse_file(entry, manifest_path, f"{at}.adapter.base_files.{quant}")
+                      for quant, entry in alt.items()}
+    return Role(role, mode, files, adapter, base_files)
+
+
+def _parse_file(entry, manifest_path: Path, at: str) -> FileEntry:
+    where = at.replace(": field '", ": ")
+    if not isinstance(entry, dict):
+        raise TmdError(f"{at}': expected an object with 'file' and 'sha256'")
+    name = entry.get("file")
+    if not isinstance(name, str) or not name.strip():
+        raise TmdError(f"{at}.file': expected a file name, got {name!r}")
+    if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\\" in name:
+        raise TmdError(f"{at}.file': {name!r} must be a plain name inside the bundle folder")
+    sha = entry.get("sha256")
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise TmdError(f"{at}.sha256': expected 64 hex characters, got {sha!r}")
+    size = entry.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise TmdError(f"{at}.size': expected a byte count, got {size!r}")
+    bits = entry.get("bits_per_weight")
+    return FileEntry(manifest_path.parent / name, sha.lower(), size or None, where,
+                     bits if isinstance(bits, (int, float)) else None)
+
+
+def zero_shot_bundle(model: str | Path | ModelRef) -> Bundle:
+    """Every role played by one model (a registry name or GGUF path): what works without training."""
+    ref = model if isinstance(model, ModelRef) else resolve_model(model)
+    from .registry import EMBEDDED
+
+    roles = {role: Role(role, "base") for role in ROLES}
+    base = ref.name if ref.name in EMBEDDED else str(ref.path)
+    return Bundle(ref.name, roles, base, None, {"teacher": "none (zero-shot)"})
+
+
+def open_source(bundle: str | Path | None = None, model: str | Path | None = None) -> Bundle:
+    """What `--bundle`/`--model` name: a bundle folder/manifest, else a model name or GGUF path."""
+    if bundle:
+        return load_bundle(bundle)
+    from .registry import DEFAULT_MODEL
+
+    target = model or DEFAULT_MODEL
+    path = Path(str(target)).expanduser()
+    if path.is_dir() or path.name == MANIFEST:
+        return load_bundle(path)
+    return zero_shot_bundle(target)
+
+
+def find_bundles(root: Path = Path("models")) -> list[Path]:
+    """Bundle folders under models/ (those with a manifest, i.e. finished exports)."""
+    return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []

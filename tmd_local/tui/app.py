@@ -1,0 +1,42 @@
+"""The Textual application: holds what to run (bundle, quant, system), the generation settings and
+the module pool shared by every run of the session."""
+
+from __future__ import annotations
+
+from textual.app import App
+from textual.binding import Binding
+
+from ..bundle import Bundle
+from ..memory import MemoryBudget
+from ..runner import GenerationSettings, ModulePool
+from .screens import MainScreen
+
+
+class TmdApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "tmd"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(self, bundle: Bundle, *, quant: str | None = None, system: str = "tmd",
+                 settings: GenerationSettings | None = None, budget: MemoryBudget | None = None,
+                 keep_loaded: bool = False, source_text: str = ""):
+        super().__init__()
+        self.bundle = bundle
+        self.quant = quant
+        self.system = system
+        self.settings = settings or GenerationSettings()
+        self.pool = ModulePool(self.settings, budget=budget, keep_loaded=keep_loaded)
+        self.source_text = source_text
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen(self.source_text))
+
+    @property
+    def main(self) -> MainScreen:
+        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
+
+    def on_unmount(self) -> None:
+        # A run still in its worker closes its own module when it stops; only close what is idle.
+        main = next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
+        if main is None or main.running is None:
+            self.pool.close_all()

@@ -1,0 +1,44 @@
+"""The options, with the chosen one highlighted (and the gold one marked when known)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ...records import Question
+
+
+class AnswerView(Static):
+    DEFAULT_CSS = """
+    AnswerView { border: round $success 60%; padding: 0 1; height: auto; min-height: 3; }
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.border_title = "Final answer"
+        self.answer: str | None = None
+
+    def on_mount(self) -> None:
+        self.clear()
+
+    def clear(self, note: str = "waiting for the reasoner") -> None:
+        self.answer = None
+        self.update(Text(note, style="dim"))
+
+    def show(self, question: Question, answer: str | None) -> None:
+        self.answer = answer
+        text = Text()
+        for letter, option in question.options.items():
+            chosen = letter == answer
+            line = f"{'▶' if chosen else ' '} {letter}. {option}"
+            text.append(line, style="bold reverse green" if chosen else "")
+            if question.answer == letter:
+                text.append("  (gold)", style="yellow")
+            text.append("\n")
+        if answer is None:
+            text.append("no answer could be parsed from the reasoning", style="bold red")
+        elif question.answer is not None:
+            right = answer == question.answer
+            text.append("correct" if right else "wrong", style="bold green" if right else "bold red")
+        text.rstrip()  # in place
+        self.update(text)
