@@ -80,7 +80,8 @@ def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings):
 
 def label_with_bundle(config: dict, source) -> dict:
     """Name the teacher and each role's mode (fine-tuned or zero-shot) from the bundle's manifest."""
-    config["teacher"] = source.info.get("teacher") or config["teacher"]
+    if source.manifest_path is not None:  # a zero-shot "bundle" keeps run_config's own label
+        config["teacher"] = source.info.get("teacher") or "unknown (manifest names none)"
     for role, model in config["models"].items():
         model["mode"] = source.roles[role].mode
     return config

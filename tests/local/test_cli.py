@@ -66,7 +66,7 @@ def test_eval_writes_labelled_results_and_resumes(embedded_model, data_dir, work
     made = invoke("report", "r.jsonl", "--out", "rep/report.md")
     assert made.exit_code == 0, made.output
     text = (workdir / "rep" / "report.md").read_text()
-    assert "| DRD | smollm2-135m-instruct q4_1 | none (zero-shot) | none (zero-shot) |" in text
+    assert "| DRD | smollm2-135m-instruct q4_1 | none (zero-shot base model) | none (zero-shot) |" in text
     assert (workdir / "rep" / "accuracy_vs_flops.png").stat().st_size > 1000
     assert (workdir / "rep" / "accuracy_vs_memory.png").stat().st_size > 1000
 
