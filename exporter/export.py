@@ -554,28 +554,32 @@ class Exporter:
     # GGUF files
     def _convert_hf(self, module: str, hf_dir: Callable[[], Path], final: Path, outtype: str,
                     fp: str, meta: dict[str, str]) -> dict:
-        from .ggufinfo import copy_with_metadata
-
         with self._step(module, "convert", final.name) as box:
             if self._file_done(final, fp):
                 box["cached"] = True
                 return self.state["files"][self._key(final)]
             source = hf_dir()
             started = time.perf_counter()
-            raw = self.work / "work" / f"{final.stem}.converter.partial"
-            raw.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self.converter.run(self.converter.hf_script,
-                                   [str(Path(source).resolve()), "--outtype", outtype,
-                                    "--outfile", str(raw.resolve())],
-                                   self.work / "logs" / f"{final.stem}.log", self.o.threads)
-                with self._atomic(final) as tmp:
-                    copy_with_metadata(raw, tmp, meta)
-            except OSError as e:
-                raise _disk_error(e, final) or e
-            finally:
-                raw.unlink(missing_ok=True)
+            self._convert(self.converter.hf_script, [str(Path(source).resolve()), "--outtype", outtype],
+                          final, meta)
             return self._record_file(final, fp, time.perf_counter() - started)
+
+    def _convert(self, script, args: list[str], final: Path, meta) -> None:
+        """Run one of llama.cpp's converters into a scratch file, then write `final` atomically with
+        tmd's metadata added (the converters cannot add non-general keys themselves)."""
+        from .ggufinfo import copy_with_metadata
+
+        raw = self.work / "work" / f"{final.stem}.converter.partial"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.converter.run(script, [*args, "--outfile", str(raw.resolve())],
+                               self.work / "logs" / f"{final.stem}.log", self.o.threads)
+            with self._atomic(final) as tmp:
+                copy_with_metadata(raw, tmp, meta)
+        except OSError as e:
+            raise _disk_error(e, final) or e
+        finally:
+            raw.unlink(missing_ok=True)
 
     def _quantize(self, module: str, source: Path, final: Path, quant: str) -> dict:
         from .quant import quantize
@@ -621,8 +625,6 @@ class Exporter:
         return {q: self._file_entry(p) for q, p in paths.items()}
 
     def _lora_file(self, a: AdapterInfo) -> dict:
-        from .ggufinfo import copy_with_metadata
-
         final = self.out / f"{a.module}.lora.gguf"
         meta = self._gguf_metadata(a.module, "adapter", a)
         fp = _sha("lora/1", a.fingerprint(), self.base_fp, self.converter.version, LORA_OUTTYPE, meta)
@@ -631,19 +633,9 @@ class Exporter:
                 box["cached"] = True
             else:
                 started = time.perf_counter()
-                raw = self.work / "work" / f"{final.stem}.converter.partial"
-                raw.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    self.converter.run(self.converter.lora_script,
-                                       [str(a.path.resolve()), "--base", str(self.base_dir.resolve()),
-                                        "--outtype", LORA_OUTTYPE, "--outfile", str(raw.resolve())],
-                                       self.work / "logs" / f"{final.stem}.log", self.o.threads)
-                    with self._atomic(final) as tmp:
-                        copy_with_metadata(raw, tmp, meta)
-                except OSError as e:
-                    raise _disk_error(e, final) or e
-                finally:
-                    raw.unlink(missing_ok=True)
+                self._convert(self.converter.lora_script,
+                              [str(a.path.resolve()), "--base", str(self.base_dir.resolve()),
+                               "--outtype", LORA_OUTTYPE], final, meta)
                 self._record_file(final, fp, time.perf_counter() - started)
         rec = self.state["files"][self._key(final)]
         return {"file": final.name, "size": rec["size"], "sha256": rec["sha256"], "type": LORA_OUTTYPE,
