@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tmd_local.errors import TmdError
+from tmd_local.jsonl import staged_dir
 
 from .adapters import AdapterInfo
 
@@ -94,7 +95,7 @@ def merge_adapter(base_dir: Path, info: AdapterInfo, out_dir: Path, fingerprint:
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    try:
+    with staged_dir(tmp, out_dir):
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         for name, obj in (extra_files or {}).items():
@@ -104,12 +105,6 @@ def merge_adapter(base_dir: Path, info: AdapterInfo, out_dir: Path, fingerprint:
             "adapter_sha256": info.weights_sha256, "base_dir": str(base_dir),
             "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2) + "\n")
         _fsync_dir_files(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return merged, tokenizer, notes
 
 

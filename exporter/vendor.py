@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from tmd_local.errors import TmdError
+from tmd_local.jsonl import staged_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = "llama-cpp-python"
@@ -213,7 +214,7 @@ def extract_converter(tarball: Path, version: str, root: Path) -> None:
     staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".partial"))
     staging.chmod(0o755)
     taken: list[str] = []
-    try:
+    with staged_dir(staging, root):
         try:
             archive = tarfile.open(tarball, "r:gz")
         except (tarfile.TarError, OSError) as e:
@@ -244,12 +245,6 @@ def extract_converter(tarball: Path, version: str, root: Path) -> None:
         keep_sdist = root / "sdist"
         if keep_sdist.is_dir():  # keep the downloaded tarball beside the new extraction
             shutil.move(str(keep_sdist), str(staging / "sdist"))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _wanted(rel: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tmd_local.errors import TmdError
+from tmd_local.jsonl import staged_dir
 from tmd_local.registry import EMBEDDED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,14 +59,11 @@ def _dequantized_copy(name_or_path: str) -> Path:
     if tmp.exists():
         import shutil
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / DONE_MARKER).write_text(json.dumps({"source": str(ref.path), "sha256": ref.sha256(),
-                                               "note": "dequantized from the GGUF by transformers"}))
-    if target.exists():
-        import shutil
-        shutil.rmtree(target)
-    tmp.rename(target)
+    with staged_dir(tmp, target):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / DONE_MARKER).write_text(json.dumps({"source": str(ref.path), "sha256": ref.sha256(),
+                                                   "note": "dequantized from the GGUF by transformers"}))
     return target
 
 
