@@ -87,17 +87,26 @@ class Bundle:
         preferred = (self.info.get("default_quant"), *QUANT_PREFERENCE)
         return next((q for q in preferred if q in quants), quants[0])
 
-    def module_set(self, quant: str | None = None, prefer_adapter: bool = False) -> ModuleSet:
-        """The four roles' modules in `quant` (default: the manifest's default_quant, else q8_0...).
-        prefer_adapter: run merged roles that also ship as base + LoRA in that form."""
+    def module_set(self, quant: "str | QuantChoice | None" = None, prefer_adapter: bool = False) -> ModuleSet:
+        """The four roles' modules in `quant`: 'q8_0', 'q8_0+lora' (merged roles that also ship as
+        base + LoRA run in that form) or a per-role mix 'f16,reasoner=q4_k_m'. Default: the
+        manifest's default_quant, else q8_0..."""
+        choice = quant if isinstance(quant, QuantChoice) else QuantChoice.parse(quant)
+        prefer_adapter = prefer_adapter or choice.prefer_adapter
         quants = self.quants_for(prefer_adapter)
-        quant = quant or (self.default_quant if self.default_quant in quants else quants[0])
-        if quant not in quants:
-            raise TmdError(f"{self.where}: no '{quant}' files for every role; available: "
-                           f"{', '.join(quants) or 'none'}")
-        refs = {role: self._role_ref(self.roles[role], quant, prefer_adapter) for role in ROLES}
+        default = choice.default or (self.default_quant if self.default_quant in quants else quants[0])
+        refs = {}
+        for name in ROLES:
+            wanted = choice.per_role.get(name, default)
+            files = self.roles[name].files_for(prefer_adapter)
+            if files and wanted not in files:
+                if name in choice.per_role:
+                    raise TmdError(f"{self.where}: no '{wanted}' file for {name}; available: {', '.join(files)}")
+                raise TmdError(f"{self.where}: no '{wanted}' files for every role; available: "
+                               f"{', '.join(quants) or 'none'}")
+            refs[name] = self._role_ref(self.roles[name], wanted, prefer_adapter)
         form = ", base + adapters" if prefer_adapter else ""
-        return ModuleSet(**refs, label=f"{self.name} ({quant}{form})")
+        return ModuleSet(**refs, label=f"{self.name} ({choice.with_default(default).removesuffix(LORA_SUFFIX)}{form})")
 
     @property
     def where(self) -> str:
@@ -147,12 +156,39 @@ class Bundle:
 LORA_SUFFIX = "+lora"
 
 
-def split_quant(text: str | None) -> tuple[str | None, bool]:
-    """'q8_0+lora' -> ('q8_0', True): the quant, and whether to prefer base + adapter forms."""
-    if not text:
-        return None, False
-    text = text.strip().lower()
-    return (text[:-len(LORA_SUFFIX)] or None, True) if text.endswith(LORA_SUFFIX) else (text, False)
+@dataclass(frozen=True)
+class QuantChoice:
+    """What `--quant` says: one quant for every role ('q8_0'), optionally '+lora', and per-role
+    overrides ('f16,reasoner=q4_k_m'), which is how one module at a time is quantized."""
+    default: str | None = None
+    per_role: dict[str, str] = field(default_factory=dict)
+    prefer_adapter: bool = False
+
+    @classmethod
+    def parse(cls, text: str | None) -> "QuantChoice":
+        if not text or not text.strip():
+            return cls()
+        default, per_role, prefer_adapter = None, {}, False
+        for part in text.strip().lower().split(","):
+            part = part.strip()
+            if part.endswith(LORA_SUFFIX):
+                part, prefer_adapter = part[:-len(LORA_SUFFIX)], True
+            role, sep, quant = part.rpartition("=")
+            if not sep:
+                if default or not part:
+                    raise TmdError(f"--quant {text!r}: expected one quant and role=quant overrides, "
+                                   "e.g. 'f16,reasoner=q4_k_m'")
+                default = part
+            elif role not in ROLES or not quant:
+                raise TmdError(f"--quant {text!r}: {part!r} should be role=quant with role one of {', '.join(ROLES)}")
+            else:
+                per_role[role] = quant
+        return cls(default, per_role, prefer_adapter)
+
+    def with_default(self, default: str) -> str:
+        """Canonical text, runnable again as --quant: 'f16,reasoner=q4_k_m'."""
+        overrides = [f"{role}={q}" for role, q in sorted(self.per_role.items()) if q != default]
+        return ",".join([default, *overrides]) + (LORA_SUFFIX if self.prefer_adapter else "")
 
 
 def check_entry(entry: FileEntry) -> None:

@@ -54,9 +54,15 @@ def runtime_options(func):
                      help="Bundle folder (models/<bundle>) or its manifest.json; replaces --model."),
         click.option("--quant", default=None,
                      help="Bundle quantization (default: its default_quant, else q8_0); "
-                          "'q8_0+lora' runs merged roles as base + LoRA where shipped."),
+                          "'q8_0+lora' runs merged roles as base + LoRA where shipped; "
+                          "'f16,reasoner=q4_k_m' quantizes one module differently."),
         click.option("--max-memory", default=None, metavar="SIZE",
                      help="Refuse to load a module that would take tmd past SIZE (600MB, 1.5GiB...)."),
+        click.option("--memory-budget", default=None, metavar="SIZE",
+                     help="Run the bundle's per-module quant mix with the best measured accuracy whose "
+                          "measured peak RSS fits SIZE (from tmd eval results); also sets --max-memory."),
+        click.option("--results", "results_paths", multiple=True, type=click.Path(path_type=Path),
+                     help="Results JSONL files or folders --memory-budget reads (default: results/)."),
         click.option("--keep-loaded", is_flag=True,
                      help="Keep modules in memory across stages and questions while --max-memory allows."),
     ]
@@ -65,17 +71,34 @@ def runtime_options(func):
     return func
 
 
-def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings):
+def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, *, systems=("tmd",),
+                  memory_budget=None, results_paths=()):
     """(ModuleSet, ModulePool) for the options above; the pool must be closed (use it as `with`)."""
-    from .bundle import open_source, split_quant
+    from .bundle import open_source
     from .memory import MemoryBudget
     from .runner import ModulePool
 
     source = open_source(bundle=bundle, model=model)
-    quant, prefer_adapter = split_quant(quant)
-    modules = source.module_set(quant, prefer_adapter=prefer_adapter)
+    if memory_budget:
+        quant = pick_for_budget(source, quant, memory_budget, systems, results_paths)
+        max_memory = max_memory or memory_budget
+    modules = source.module_set(quant)
     pool = ModulePool(settings, budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded)
     return modules, pool, source
+
+
+def pick_for_budget(source, quant, memory_budget, systems, results_paths) -> str:
+    from .quantmix import pick_quant
+
+    if quant:
+        raise TmdError("give --quant or --memory-budget, not both (the budget picks the quant)")
+    if source.manifest_path is None:
+        raise TmdError("--memory-budget needs --bundle: it picks among a bundle's quantized files")
+    quant, picks = pick_quant(source, memory_budget, tuple(systems), tuple(results_paths))
+    for pick in picks:
+        err_console.print(f"--memory-budget {memory_budget}: {pick.system.upper()} runs {pick.describe()}",
+                          highlight=False)
+    return quant
 
 
 def label_with_bundle(config: dict, source) -> dict:
@@ -111,13 +134,14 @@ def cli():
 @runtime_options
 @one_line_errors
 def ask(question, options, as_json, model, system, n_ctx, threads, temperature, seed, bundle, quant,
-        max_memory, keep_loaded):
+        max_memory, memory_budget, results_paths, keep_loaded):
     """Answer one QUESTION and show the whole trace."""
     from .records import Question
 
     q = Question("cli", question, parse_option_flags(options))
     settings = build_settings(n_ctx, threads, temperature, seed)
-    modules, pool, _ = build_runtime(model, bundle, quant, max_memory, keep_loaded, settings)
+    modules, pool, _ = build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, systems=(system,),
+                                     memory_budget=memory_budget, results_paths=results_paths)
     with pool:
         trace = _run_with_status(system, [q], modules, settings, quiet=as_json, pool=pool)[0]
     if as_json:
@@ -210,7 +234,7 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @runtime_options
 @one_line_errors
 def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
-             n_ctx, threads, temperature, bundle, quant, max_memory, keep_loaded):
+             n_ctx, threads, temperature, bundle, quant, max_memory, memory_budget, results_paths, keep_loaded):
     """Accuracy of systems on benchmark splits, with 95% confidence intervals."""
     from .datasets import load_questions
     from .evaluate import run_config
@@ -225,7 +249,9 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
     if data_path and len(datasets) > 1:
         raise TmdError("--data-path: give one --dataset with it")
     modules, pool, source = build_runtime(model, bundle, quant, max_memory, keep_loaded,
-                                          build_settings(n_ctx, threads, temperature, 0))
+                                          build_settings(n_ctx, threads, temperature, 0),
+                                          systems=systems or ("tmd",), memory_budget=memory_budget,
+                                          results_paths=results_paths)
     summaries = []
     for dataset in datasets:
         questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
@@ -252,15 +278,19 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/report.md"), show_default=True)
+@click.option("--readme", type=click.Path(path_type=Path), default=None,
+              help="Also rewrite the marked figures section of this README (e.g. README.md).")
 @one_line_errors
-def report(results, out):
+def report(results, out, readme):
     """Markdown report (tables and plots) from one or more results JSONL files."""
     from .report import write_report
 
     missing = [str(p) for p in results if not p.is_file()]
     if missing:
         raise TmdError(f"{missing[0]}: no such results file")
-    path = write_report(list(results), out)
+    if readme is not None and not readme.is_file():
+        raise TmdError(f"--readme {readme}: no such file")
+    path = write_report(list(results), out, readme)
     console.print(f"report: {path}")
 
 

@@ -48,12 +48,15 @@ def model_label(model) -> dict:
     return label
 
 
-# Fields that say *what* produced a result; paths, sizes and versions only describe it.
+# Fields that say *what* produced a result; paths, sizes, versions and thread counts only describe it
+# (llama.cpp splits a matmul's rows across threads, so the thread count changes speed, not tokens).
 IDENTITY_MODEL_FIELDS = ("sha256", "adapter_sha256")
+SPEED_ONLY_SETTINGS = ("n_threads",)
 
 
 def config_key(config: dict) -> str:
     identity = {k: v for k, v in config.items() if k not in ("tmd_version", "models", "questions")}
+    identity["settings"] = {k: v for k, v in config["settings"].items() if k not in SPEED_ONLY_SETTINGS}
     identity["models"] = {role: {f: m[f] for f in IDENTITY_MODEL_FIELDS if f in m}
                           for role, m in config["models"].items()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -87,7 +90,7 @@ def evaluate(questions: list[Question], system: str, modules: ModuleSet, setting
     """Run the questions not yet in `out` for this config, appending each result as it finishes."""
     key = config_key(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"]: r for r in read_jsonl(out) if r.get("config_key") == key}
+    done = {r["id"]: r for r in read_jsonl(out) if config_key(r["config"]) == key}
     todo = [q for q in questions if q.id not in done]
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]

@@ -8,11 +8,11 @@ context-length term (small at these lengths) and the saving of the KV cache.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .evaluate import wilson_interval
+from .evaluate import SPEED_ONLY_SETTINGS, config_key, wilson_interval
 from .jsonl import read_jsonl
 
 
@@ -52,15 +52,18 @@ def load_results(paths: list[Path]) -> list[ConfigResult]:
     by_key: dict[str, ConfigResult] = {}
     for path in paths:
         for record in read_jsonl(path, repair=False):
-            result = by_key.setdefault(record["config_key"], ConfigResult(record["config_key"], record["config"]))
+            key = config_key(record["config"])  # recomputed: files written before a key change still group
+            result = by_key.setdefault(key, ConfigResult(key, record["config"]))
             result.records[record["id"]] = record
     return list(by_key.values())
 
 
 def student_label(config: dict) -> str:
-    """'smollm2-135m-instruct q4_1' or, for mixed modules, each role's file."""
-    files = {f"{m['name']} {m.get('file_type', '?')}" for m in config["models"].values()}
-    return " + ".join(sorted(files))
+    """'smollm2-135m-instruct q4_1', 'sqa50 f16,reasoner=q4_k_m' (a bundle's modules), else each file."""
+    sources = {m["name"].split("/")[0] for m in config["models"].values()}
+    if len(sources) == 1:
+        return f"{sources.pop()} {quant_mix(config)}"
+    return " + ".join(sorted({f"{m['name']} {m.get('file_type', '?')}" for m in config["models"].values()}))
 
 
 def tuned_label(config: dict) -> str:
@@ -70,7 +73,7 @@ def tuned_label(config: dict) -> str:
 
 
 def seed_group_key(config: dict) -> tuple:
-    settings = {k: v for k, v in config["settings"].items() if k != "seed"}
+    settings = {k: v for k, v in config["settings"].items() if k not in ("seed", *SPEED_ONLY_SETTINGS)}
     models = tuple(sorted((role, m["sha256"]) for role, m in config["models"].items()))
     return (config["system"], config["dataset"], config["split"], config["teacher"], models,
             repr(sorted(settings.items())))
@@ -117,6 +120,7 @@ def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path]) -> 
              "several were run, with the 95% Wilson interval over all answers. Unparsed answers count "
              "as wrong.", ""]
     lines += _accuracy_table(rows) + [""] + _detail_table(rows) + [""] + _quant_table(rows) + [""]
+    lines += _sensitivity_table(rows)
     for plot in plots:
         lines.append(f"![{plot.stem}]({plot.name})")
     lines += ["", "FLOPs per question = sum over stages of 2 x parameters x (prompt + generated tokens)."]
@@ -151,28 +155,78 @@ def _detail_table(rows: list[Row]) -> list[str]:
     return out
 
 
-def _quant_table(rows: list[Row]) -> list[str]:
-    """Same system, data and models except for quantization: accuracy and agreement with f16."""
+def quant_mix(config: dict) -> str:
+    """Each role's quantization as `--quant` text: 'f16', or 'f16,reasoner=q4_k_m' for a mix."""
+    by_role = {role: m.get("file_type") or "?" for role, m in config["models"].items()}
+    counts = Counter(by_role.values())
+    default = max(counts, key=lambda q: (counts[q], q == "f16"))
+    return ",".join([default, *(f"{role}={q}" for role, q in sorted(by_role.items()) if q != default)])
+
+
+def _families(rows: list[Row]) -> dict[tuple, dict[str, Row]]:
+    """Rows that differ only in quantization: same system, data, teacher and trained modules."""
     families: dict[tuple, dict[str, Row]] = defaultdict(dict)
     for row in rows:
         c = row.config
-        quants = {m.get("file_type") for m in c["models"].values()}
-        quant = quants.pop() if len(quants) == 1 else "mixed"
         names = tuple(sorted({m["name"] for m in c["models"].values()}))
-        families[(c["system"], c["dataset"], c["split"], c["teacher"], names)][quant] = row
+        families[(c["system"], c["dataset"], c["split"], c["teacher"], names)][quant_mix(c)] = row
+    return families
+
+
+def _quant_table(rows: list[Row]) -> list[str]:
+    """Accuracy, agreement with f16, size and cost of each quantization of the same models."""
     out = ["## Quantization", "",
-           "| system | dataset | quant | accuracy | agreement with f16 | file MB | bits/weight | peak RSS MB | s/question |",
+           "Answer agreement: share of questions where the answer (or the lack of one) equals the f16 run's.", "",
+           "| system | dataset | quant | accuracy | agreement with f16 | file MB per module | bits/weight | peak RSS MB | s/question |",
            "|---|---|---|---|---|---|---|---|---|"]
-    for (system, dataset, _, _, _), by_quant in sorted(families.items()):
+    for (system, dataset, *_), by_quant in sorted(_families(rows).items()):
         reference = by_quant.get("f16")
-        for quant, row in sorted(by_quant.items()):
-            m = next(iter(row.config["models"].values()))
+        for quant, row in sorted(by_quant.items(), key=lambda item: (item[0].count("="), item[0])):
+            models = list(row.config["models"].values())
             agree = _agreement(reference, row) if reference else None
+            sizes = _per_module(f"{m.get('size_bytes', 0) / 1e6:.0f}" for m in models)
+            bits = _per_module(f"{m.get('bits_per_weight', 0):.2f}" for m in models)
             out.append(f"| {system.upper()} | {dataset} | {quant} | {row.cell()} | "
-                       f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {m.get('size_bytes', 0) / 1e6:.0f} | "
-                       f"{m.get('bits_per_weight', 0):.2f} | {row.runs[0].peak_rss_mb():.0f} | "
-                       f"{row.runs[0].seconds_per_question():.1f} |")
+                       f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {sizes} | {bits} | "
+                       f"{row.runs[0].peak_rss_mb():.0f} | {row.runs[0].seconds_per_question():.1f} |")
     return out
+
+
+def _sensitivity_table(rows: list[Row]) -> list[str]:
+    """One module quantized while the others keep the reference quant: which module is fragile."""
+    lines = []
+    for (system, dataset, *_), by_quant in sorted(_families(rows).items()):
+        for mix, row in sorted(by_quant.items()):
+            default, *overrides = mix.split(",")
+            reference = by_quant.get(default)
+            if len(overrides) != 1 or reference is None:
+                continue
+            role, quant = overrides[0].split("=")
+            common = set(reference.runs[0].records) & set(row.runs[0].records)
+            if not common:
+                continue
+            delta = 100 * (_accuracy_on(row, common) - _accuracy_on(reference, common))
+            agree = _agreement(reference, row)
+            lines.append(f"| {system.upper()} | {dataset} | {role} | {default} -> {quant} | {row.cell()} | "
+                         f"{delta:+.1f} (n={len(common)}) | {100 * agree:.1f}% | "
+                         f"{row.runs[0].peak_rss_mb():.0f} |")
+    if not lines:
+        return []
+    return ["## Per-module quantization sensitivity", "",
+            "One module quantized, the others as in the reference run (all modules in the first quant); "
+            "change in accuracy points and answer agreement with the reference, on the same questions.", "",
+            "| system | dataset | module | quant | accuracy | change vs reference | agreement with reference | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def _per_module(values) -> str:
+    values = list(values)
+    return values[0] if len(set(values)) == 1 else "/".join(values)
+
+
+def _accuracy_on(row: Row, ids: set[str]) -> float:
+    records = row.runs[0].records
+    return sum(bool(records[i]["correct"]) for i in ids) / len(ids)
 
 
 def _agreement(reference: Row, row: Row) -> float | None:
@@ -217,11 +271,52 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     return made
 
 
-def write_report(result_paths: list[Path], out: Path) -> Path:
+README_BEGIN = "<!-- tmd report: begin -->"
+README_END = "<!-- tmd report: end -->"
+
+
+def readme_table(rows: list[Row], report_path: Path, sources: list[Path]) -> list[str]:
+    """The headline figures for the README: every configuration, labelled with what produced it."""
+    out = [f"<!-- generated by `tmd report {' '.join(map(str, sources))} --out {report_path} --readme`; "
+           "edits here are overwritten -->",
+           f"Full report with plots: {report_path}. Accuracy in % with the 95% Wilson interval; unparsed answers "
+           "count as wrong; seconds and memory measured on this machine.", "",
+           "| dataset | system | student (quant) | teacher | fine-tuned | n | accuracy (95% CI) | unparsed | "
+           "s/question | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    order = lambda r: (r.config["dataset"], tuned_label(r.config) == "none (zero-shot)", r.config["system"],
+                       student_label(r.config))
+    for row in sorted(rows, key=order):
+        c, run = row.config, row.runs[0]
+        mean, _ = row.accuracy()
+        low, high = row.ci95()
+        unparsed = sum(r["answer"] is None for r in run.records.values())
+        out.append(f"| {c['dataset']} | {c['system'].upper()} | {student_label(c)} | {c['teacher']} | "
+                   f"{tuned_label(c)} | {row.n} | {100 * mean:.1f} ({100 * low:.0f}-{100 * high:.0f}) | "
+                   f"{unparsed} | {run.seconds_per_question():.1f} | {run.peak_rss_mb():.0f} |")
+    return out
+
+
+def update_readme(readme: Path, rows: list[Row], report_path: Path, sources: list[Path]) -> None:
+    """Replace the README's marked section with the figures just computed (nothing edited by hand)."""
+    from .errors import TmdError
+    from .jsonl import write_text_atomic
+
+    text = readme.read_text(encoding="utf-8")
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise TmdError(f"{readme}: expected one pair of markers {README_BEGIN!r} ... {README_END!r}")
+    head, rest = text.split(README_BEGIN)
+    _, tail = rest.split(README_END)
+    write_text_atomic(readme, head + README_BEGIN + "\n" + "\n".join(readme_table(rows, report_path, sources)) + "\n"
+                      + README_END + tail)
+
+
+def write_report(result_paths: list[Path], out: Path, readme: Path | None = None) -> Path:
     from .jsonl import write_text_atomic
 
     rows = fold_seeds(load_results(result_paths))
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = plot(rows, out.parent) if rows else []
     write_text_atomic(out, render_markdown(rows, result_paths, plots))
+    if readme is not None:
+        update_readme(readme, rows, out, result_paths)
     return out

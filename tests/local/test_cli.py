@@ -70,7 +70,17 @@ def test_eval_writes_labelled_results_and_resumes(embedded_model, data_dir, work
     assert (workdir / "rep" / "accuracy_vs_flops.png").stat().st_size > 1000
     assert (workdir / "rep" / "accuracy_vs_memory.png").stat().st_size > 1000
 
-    again = invoke(*args)  # everything is done: nothing is recomputed or duplicated
+    readme = workdir / "README.md"
+    readme.write_text("# x\nbefore\n<!-- tmd report: begin -->\nold figures\n<!-- tmd report: end -->\nafter\n")
+    assert invoke("report", "r.jsonl", "--out", "rep/report.md", "--readme", "README.md").exit_code == 0
+    text = readme.read_text()
+    assert "old figures" not in text and text.startswith("# x\nbefore\n") and text.endswith("\nafter\n")
+    assert "| strategyqa | DRD | smollm2-135m-instruct q4_1 | none (zero-shot base model) | none (zero-shot) | 2 |" in text
+    readme.write_text("no markers")
+    unmarked = invoke("report", "r.jsonl", "--readme", "README.md")
+    assert unmarked.exit_code == 1 and "README.md: expected one pair of markers" in unmarked.output
+
+    again = invoke(*args, "--threads", "1")  # done (threads change speed, not answers): nothing recomputed
     assert again.exit_code == 0
     assert len((workdir / "r.jsonl").read_text().splitlines()) == 2
 

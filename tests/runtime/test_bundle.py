@@ -5,7 +5,7 @@ import json
 import pytest
 
 from runtime_helpers import ROLES, file_entry, write_manifest
-from tmd_local.bundle import load_bundle, open_source, split_quant, zero_shot_bundle
+from tmd_local.bundle import QuantChoice, load_bundle, open_source, zero_shot_bundle
 from tmd_local.errors import TmdError
 from tmd_local.runner import ModuleRef
 
@@ -36,6 +36,32 @@ def test_quants_default_and_unknown_quant(tmp_path, embedded_model):
     assert bundle.module_set("f16").analyzer.quant == "f16"
     with pytest.raises(TmdError, match=r"no 'q4_k_m' files for every role; available: f16, q8_0"):
         bundle.module_set("q4_k_m")
+    # One module at a time: the roles that list q4_k_m may run it while the others stay in f16.
+    mix = bundle.module_set("f16,reasoner=q4_k_m")
+    assert [m.quant for m in (mix.analyzer, mix.informant, mix.reasoner, mix.drd)] == ["f16", "f16", "q4_k_m", "f16"]
+    assert mix.label.endswith("(f16,reasoner=q4_k_m)")
+    assert bundle.module_set("analyzer=q4_k_m").analyzer.quant == "q4_k_m"  # others: default_quant
+    assert bundle.module_set("analyzer=q4_k_m").informant.quant == "q8_0"
+    with pytest.raises(TmdError, match=r"no 'q4_k_m' file for drd; available: f16, q8_0"):
+        bundle.module_set("f16,drd=q4_k_m")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("f16,q8_0", "expected one quant and role=quant overrides"),
+    ("f16,critic=q8_0", "role=quant with role one of analyzer, informant, reasoner, drd"),
+    ("f16,reasoner=", "role=quant"),
+])
+def test_quant_text_errors_name_what_was_expected(text, message):
+    with pytest.raises(TmdError, match=message):
+        QuantChoice.parse(text)
+
+
+def test_quant_choice_text_round_trips():
+    choice = QuantChoice.parse(" F16 , Reasoner=Q4_K_M ")
+    assert choice == QuantChoice("f16", {"reasoner": "q4_k_m"})
+    assert choice.with_default("f16") == "f16,reasoner=q4_k_m"
+    assert QuantChoice.parse(choice.with_default("f16")) == choice
+    assert QuantChoice.parse("reasoner=f16").with_default("f16") == "f16"  # an override equal to the default
 
 
 def test_base_and_adapter_roles(tmp_path, embedded_model, loras):
@@ -146,7 +172,7 @@ def test_merged_roles_can_run_as_base_plus_adapter(tmp_path, embedded_model, lor
                                      "base_files": {"q8_0": file_entry(folder / "base.q8_0.gguf")}}}
     bundle = load_bundle(write_manifest(folder, modules))
     assert bundle.choices() == ["q8_0", "q8_0+lora"]
-    assert split_quant("Q8_0+LoRA") == ("q8_0", True) and split_quant("q8_0") == ("q8_0", False)
+    assert QuantChoice.parse("Q8_0+LoRA") == QuantChoice("q8_0", {}, True)
     merged = bundle.module_set("q8_0")
     assert merged.analyzer.adapter is None
     as_adapters = bundle.module_set("q8_0", prefer_adapter=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..bundle import Bundle, open_source, split_quant
+from ..bundle import Bundle, open_source
 from ..errors import TmdError
 from ..pipeline import ModuleSet, Trace
 from ..records import Question
@@ -56,8 +56,7 @@ class Target:
         return f"{self.bundle.name} ({self.quant})"
 
     def modules(self) -> ModuleSet:
-        quant, prefer_adapter = split_quant(self.quant)
-        return self.bundle.module_set(quant, prefer_adapter=prefer_adapter)
+        return self.bundle.module_set(self.quant)
 
 
 def compare_target(text: str, current: Bundle) -> Target | None:

@@ -1,0 +1,120 @@
+"""`--memory-budget`: the per-module quant mix with the best *measured* accuracy that fits.
+
+Candidates are the configurations of this bundle already evaluated by `tmd eval` (results JSONL):
+each one's modules are matched to the bundle's files by sha256, so a result counts only for the
+exact files that produced it. Memory is the peak RSS measured during that evaluation (one module
+resident at a time unless it ran with --keep-loaded), accuracy is pooled over every question
+measured for that mix. Nothing is extrapolated: a mix never evaluated is never picked.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bundle import ROLES, Bundle, QuantChoice
+from .errors import TmdError
+from .memory import MIB, parse_size
+from .report import ConfigResult, load_results
+
+DEFAULT_RESULTS = Path("results")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One quant mix of one system's roles, as evaluated."""
+    system: str
+    per_role: tuple[tuple[str, str], ...]  # (role, quant), in ROLES order
+    correct: int
+    n: int
+    peak_rss_mb: float
+    datasets: tuple[str, ...]
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n
+
+    @property
+    def quant_text(self) -> str:
+        quants = dict(self.per_role)
+        return QuantChoice(None, quants).with_default(_most_common(quants))
+
+    def describe(self) -> str:
+        return (f"{self.quant_text}: {100 * self.accuracy:.1f}% on {self.n} {'+'.join(self.datasets)} "
+                f"questions, peak {self.peak_rss_mb:.0f} MiB")
+
+
+def result_files(paths: list[Path] | tuple[Path, ...]) -> list[Path]:
+    """Results JSONL files: the ones given (files or folders), else everything under results/."""
+    files = []
+    for path in paths or (DEFAULT_RESULTS,):
+        files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    return [f for f in files if f.is_file()]
+
+
+def measured_mixes(bundle: Bundle, results: list[ConfigResult], system: str) -> list[Measured]:
+    """Every evaluated mix of `system` whose modules are all files of this bundle, pooled over runs."""
+    file_of = {entry.sha256: (role.name, quant) for role in bundle.roles.values()
+               for quant, entry in role.files.items()}
+    pooled: dict[tuple, list[ConfigResult]] = defaultdict(list)
+    for result in results:
+        if result.config["system"] != system or result.n == 0:
+            continue
+        mix = _bundle_mix(result.config["models"], file_of)
+        if mix is not None:
+            pooled[mix].append(result)
+    return [Measured(system, mix, sum(_correct(r) for r in runs), sum(r.n for r in runs),
+                     max(r.peak_rss_mb() for r in runs), tuple(sorted({r.config["dataset"] for r in runs})))
+            for mix, runs in pooled.items()]
+
+
+def _bundle_mix(models: dict, file_of: dict) -> tuple | None:
+    mix = []
+    for role in ROLES:
+        if role not in models:
+            continue
+        found = file_of.get(models[role].get("sha256"))
+        if found is None or found[0] != role or models[role].get("adapter_sha256"):
+            return None
+        mix.append(found)
+    return tuple(mix)
+
+
+def _correct(result: ConfigResult) -> int:
+    return sum(bool(r["correct"]) for r in result.records.values())
+
+
+def best_within(candidates: list[Measured], budget_mb: float) -> Measured | None:
+    """Highest accuracy that fits; on a tie the smaller footprint."""
+    fitting = [c for c in candidates if c.peak_rss_mb <= budget_mb]
+    return max(fitting, key=lambda c: (c.accuracy, -c.peak_rss_mb), default=None)
+
+
+def pick_quant(bundle: Bundle, budget_text: str, systems: tuple[str, ...],
+               result_paths: tuple[Path, ...] = ()) -> tuple[str, list[Measured]]:
+    """The --quant text for the best measured mix per system within the budget, and the picks."""
+    budget_mb = parse_size(budget_text) / MIB
+    files = result_files(result_paths)
+    where = ", ".join(str(p) for p in (result_paths or (DEFAULT_RESULTS,)))
+    results = load_results(files)
+    per_role, picks = {}, []
+    for system in systems:
+        candidates = measured_mixes(bundle, results, system)
+        if not candidates:
+            raise TmdError(f"--memory-budget: no {system.upper()} results for bundle {bundle.name} in {where}; "
+                           f"measure some first, e.g. tmd eval --bundle {bundle.where} --system {system} "
+                           f"--quant f16,reasoner=q4_k_m")
+        pick = best_within(candidates, budget_mb)
+        if pick is None:
+            smallest = min(candidates, key=lambda c: c.peak_rss_mb)
+            raise TmdError(f"--memory-budget {budget_text}: no measured {system.upper()} mix of {bundle.name} "
+                           f"fits; the smallest is {smallest.describe()}")
+        per_role.update(dict(pick.per_role))
+        picks.append(pick)
+    return QuantChoice(None, per_role).with_default(_most_common(per_role)), picks
+
+
+def _most_common(per_role: dict[str, str]) -> str:
+    values = list(per_role.values())
+    return max(values, key=values.count)
