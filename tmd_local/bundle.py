@@ -95,6 +95,9 @@ class Bundle:
         prefer_adapter = prefer_adapter or choice.prefer_adapter
         quants = self.quants_for(prefer_adapter)
         default = choice.default or (self.default_quant if self.default_quant in quants else quants[0])
+        if not choice.per_role and default not in quants:
+            raise TmdError(f"{self.where}: no '{default}' files for every role; available: "
+                           f"{', '.join(quants) or 'none'}")
         refs = {}
         for name in ROLES:
             wanted = choice.per_role.get(name, default)

@@ -80,25 +80,13 @@ def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, *, sy
 
     source = open_source(bundle=bundle, model=model)
     if memory_budget:
-        quant = pick_for_budget(source, quant, memory_budget, systems, results_paths)
+        from .quantmix import quant_for_budget
+
+        quant = quant_for_budget(source, quant, memory_budget, systems, results_paths, err_console.print)
         max_memory = max_memory or memory_budget
     modules = source.module_set(quant)
     pool = ModulePool(settings, budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded)
     return modules, pool, source
-
-
-def pick_for_budget(source, quant, memory_budget, systems, results_paths) -> str:
-    from .quantmix import pick_quant
-
-    if quant:
-        raise TmdError("give --quant or --memory-budget, not both (the budget picks the quant)")
-    if source.manifest_path is None:
-        raise TmdError("--memory-budget needs --bundle: it picks among a bundle's quantized files")
-    quant, picks = pick_quant(source, memory_budget, tuple(systems), tuple(results_paths))
-    for pick in picks:
-        err_console.print(f"--memory-budget {memory_budget}: {pick.system.upper()} runs {pick.describe()}",
-                          highlight=False)
-    return quant
 
 
 def label_with_bundle(config: dict, source) -> dict:

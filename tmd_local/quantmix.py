@@ -115,6 +115,20 @@ def pick_quant(bundle: Bundle, budget_text: str, systems: tuple[str, ...],
     return QuantChoice(None, per_role).with_default(_most_common(per_role)), picks
 
 
+def quant_for_budget(source: Bundle, quant: str | None, memory_budget: str, systems, results_paths,
+                     say=print) -> str:
+    """What --memory-budget means on the command line: refuse it beside --quant or without a
+    bundle, else pick and say what was picked and why."""
+    if quant:
+        raise TmdError("give --quant or --memory-budget, not both (the budget picks the quant)")
+    if source.manifest_path is None:
+        raise TmdError("--memory-budget needs --bundle: it picks among a bundle's quantized files")
+    quant, picks = pick_quant(source, memory_budget, tuple(systems), tuple(results_paths))
+    for pick in picks:
+        say(f"--memory-budget {memory_budget}: {pick.system.upper()} runs {pick.describe()}")
+    return quant
+
+
 def _most_common(per_role: dict[str, str]) -> str:
     values = list(per_role.values())
     return max(values, key=values.count)

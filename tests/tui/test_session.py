@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tmd_local.bundle import zero_shot_bundle
+from tmd_local.bundle import load_bundle, zero_shot_bundle
 from tmd_local.errors import TmdError
 from tmd_local.pipeline import StageRecord, Trace
 from tmd_local.records import Question
@@ -44,6 +44,25 @@ def test_compare_target(embedded_model):
     assert other.bundle.name == embedded_model.path.stem and other.label.endswith("(q4_1)")
     with pytest.raises(TmdError, match="not a known model name"):
         compare_target("q9_9", bundle)
+
+
+def test_compare_target_takes_a_per_module_mix(tmp_path, embedded_model):
+    folder = tmp_path / "b"
+    folder.mkdir()
+    entry = {"sha256": embedded_model.sha256(), "size": embedded_model.path.stat().st_size}
+    modules = {}
+    for role in ("analyzer", "informant", "reasoner", "drd"):
+        for quant in ("f16", "q4_k_m"):
+            (folder / f"{role}.{quant}.gguf").symlink_to(embedded_model.path)
+        modules[role] = {"mode": "merged",
+                         "files": {q: {"file": f"{role}.{q}.gguf", **entry} for q in ("f16", "q4_k_m")}}
+    (folder / "manifest.json").write_text(json.dumps({"format": "tmd-bundle/1", "base": "smollm2-135m-instruct",
+                                                      "modules": modules}))
+    bundle = load_bundle(folder)
+    target = compare_target("f16,Reasoner=q4_k_m", bundle)
+    assert target.label == "b (f16,reasoner=q4_k_m)" and target.modules().reasoner.quant == "q4_k_m"
+    with pytest.raises(TmdError, match="no 'q8_0' file for reasoner"):
+        compare_target("f16,reasoner=q8_0", bundle)
 
 
 def _record() -> RunRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import click
 
@@ -33,6 +34,11 @@ def one_line_errors(func):
 @click.option("--system", type=click.Choice(["tmd", "drd"]), default="tmd", show_default=True)
 @click.option("--max-memory", default=None, metavar="SIZE",
               help="Refuse to load a module that would take this process past SIZE (e.g. 600MB, 1GiB).")
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="Start with the bundle's quant mix with the best measured accuracy whose measured "
+                   "peak RSS fits SIZE (from tmd eval results); also sets --max-memory.")
+@click.option("--results", "results_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Results JSONL files or folders --memory-budget reads (default: results/).")
 @click.option("--keep-loaded", is_flag=True,
               help="Keep modules in memory across stages and questions while the budget allows.")
 @click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
@@ -40,7 +46,8 @@ def one_line_errors(func):
 @click.option("--max-tokens", type=int, default=None,
               help="Cap every stage's generated tokens (quick looks, tests).")
 @one_line_errors
-def app(bundle, model, quant, system, max_memory, keep_loaded, n_ctx, threads, max_tokens):
+def app(bundle, model, quant, system, max_memory, memory_budget, results_paths, keep_loaded, n_ctx, threads,
+        max_tokens):
     """Interactive app: ask questions, watch each module load, stream and unload."""
     from ..bundle import open_source
     from ..memory import MemoryBudget
@@ -49,8 +56,17 @@ def app(bundle, model, quant, system, max_memory, keep_loaded, n_ctx, threads, m
     if bundle and model:
         raise click.UsageError("give --bundle or --model, not both")
     source = open_source(bundle=bundle, model=model)
+    if memory_budget:
+        from ..quantmix import quant_for_budget
+
+        quant = quant_for_budget(source, quant, memory_budget, (system,), results_paths, click.echo)
+        max_memory = max_memory or memory_budget
     if quant and quant.lower() not in source.choices():
-        raise TmdError(f"--quant {quant}: {source.where} offers {', '.join(source.choices())}")
+        try:  # a per-role mix such as f16,reasoner=q4_k_m is checked by resolving it
+            source.module_set(quant)
+        except TmdError as e:
+            detail = str(e) if "=" in quant else f"{source.where} offers {', '.join(source.choices())}"
+            raise TmdError(f"--quant {quant}: {detail}") from None
     settings = GenerationSettings(n_ctx=n_ctx)
     if threads:
         settings.n_threads = threads

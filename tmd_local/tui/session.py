@@ -65,7 +65,8 @@ def compare_target(text: str, current: Bundle) -> Target | None:
     text = text.strip()
     if not text:
         return None
-    if text.lower() in current.choices():
+    if text.lower() in current.choices() or "=" in text:  # a quant, or a per-module mix of them
+        current.module_set(text.lower())  # names what is missing, before anything runs
         return Target(current, text.lower())
     other = open_source(model=text)
     return Target(other, other.default_quant)

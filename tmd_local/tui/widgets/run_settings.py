@@ -46,6 +46,8 @@ class RunSettings(Vertical):
     def set_bundle(self, bundle: Bundle, quant: str | None = None, source_text: str | None = None) -> None:
         select = self.query_one("#quant", Select)
         choices = bundle.choices()
+        if quant and quant not in choices:  # a per-module mix (--quant f16,reasoner=q4_k_m, --memory-budget)
+            choices.append(quant)
         select.set_options([(q, q) for q in choices])
         select.value = quant if quant in choices else bundle.default_quant
         if source_text is not None:
