@@ -8,12 +8,14 @@
 # Every step resumes where a killed run stopped (teacher journal, training checkpoints, finished
 # export files, results JSONL keyed by configuration), so rerunning after a kill or after adding
 # questions redoes nothing already done. Each step's wall time goes to logs/reproduce-times.txt.
-# On 2 CPU cores: training ~30 min, export ~10 min, evaluation ~3 h (TEST=200, OTHER=100).
+# On 2 CPU cores: training ~30 min, export ~10 min, evaluation ~4 h (TEST=200,
+# SENS=100, OTHER=100): a fine-tuned TMD question is 10-20 s on one thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRAIN=${TRAIN:-50}          # StrategyQA train questions the gold teacher answers
 TEST=${TEST:-200}           # first N StrategyQA test questions evaluated
+SENS=${SENS:-100}           # first N test questions for one-module-at-a-time quantization
 OTHER=${OTHER:-100}         # first N OBQA and MedQA test questions, zero-shot
 THREADS=${THREADS:-1}       # llama.cpp threads per eval (answers do not depend on it)
 NAME=sqa${TRAIN}
@@ -38,7 +40,8 @@ for quant in f16 q8_0 q4_k_m; do
         --out "results/$NAME-strategyqa.jsonl"
 done
 for role in reasoner analyzer informant; do  # one module at a time in q4_k_m, the others f16
-    step "eval-f16-$role-q4_k_m" "$TMD" eval "${EVAL[@]}" --system tmd --bundle "models/$NAME" \
+    step "eval-f16-$role-q4_k_m" "$TMD" eval --dataset strategyqa --split test --limit "$SENS" \
+        --threads "$THREADS" --batch-size 50 --system tmd --bundle "models/$NAME" \
         --quant "f16,$role=q4_k_m" --out "results/$NAME-strategyqa-sensitivity.jsonl"
 done
 for system in tmd drd; do  # zero-shot: the embedded model itself in every role
