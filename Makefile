@@ -29,7 +29,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-# Figures, not pass/fail: module residency, switch time, stage-batched vs per-question.
+# Figures, not pass/fail: generated tok/s (pipeline vs raw llama.cpp), module residency, switch time,
+# stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512).
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py
 

@@ -1,17 +1,28 @@
-"""Runtime figures for the README: residency, module switch time, stage batching.
+"""Runtime figures for the README: generation tok/s, residency, switch time, batching, training tok/s.
 
-    .venv/bin/python scripts/bench_runtime.py [--questions 50] [--threads N] [--json out.json]
+    .venv/bin/python scripts/bench_runtime.py [--parts 1,2,3,4] [--questions 50] [--threads N] [--json out.json]
 
-1. Peak RSS of one TMD question with one module resident at a time vs all three kept loaded
+1. Generated tokens/s of the TMD pipeline vs raw llama-cpp-python on the same GGUF (the embedded model)
+   and the very same prompts: an unmeasured pipeline pass over StrategyQA test questions records every
+   prompt the runner sends (already tokenized, as the runner sends them) and warms the page cache and
+   llama.cpp for both sides; then measured rounds alternate which side goes first. Both sides reset the
+   KV cache before each prompt and decode greedily with the same settings, so the generated tokens and
+   texts should be identical; the generation time of a call includes its prompt evaluation on both sides.
+2. a) Peak RSS of one TMD question with one module resident at a time vs all three kept loaded
    (three distinct GGUF files: copies of the embedded model, so three modules really take memory).
-2. Module switch time: close + reload (a merged module, and base + LoRA adapter) vs swapping a
+   b) Module switch time: close + reload (a merged module, and base + LoRA adapter) vs swapping a
    LoRA adapter on the resident base (llama_set_adapters_lora). The adapters are small synthetic
    LoRAs for the embedded model (tests/runtime/lora_gguf.py) until `tmd export` produces real ones.
 3. Stage-batched (one load per stage per batch of questions) vs per-question (one load per stage
    per question) over StrategyQA test questions, interleaved batch by batch so that a change in
    the machine's load hits both alike; also checks both give the same outputs.
-Each residency measurement runs in a fresh subprocess so its peak RSS is its own. Load average is
-printed with the figures: on shared cores, wall times say as much about the neighbours as about tmd.
+4. Training tokens/s (real tokens, padding excluded) and padded-token ratio: a few LoRA optimizer
+   steps of one module on the embedded model (its dequantized HF copy in models/base/), with dynamic
+   padding vs padding every batch to --train-max-length (512, as the paper did), on gold-teacher data
+   for StrategyQA train questions written to a temporary folder (`tmd teach --teacher gold`).
+Residency and training measurements each run in a fresh subprocess so their peak RSS is their own.
+Load average is printed with the figures: on shared cores, wall times say as much about the
+neighbours as about tmd.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +45,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
 
 from tmd_local.memory import peak_rss_mb, rss_mb  # noqa: E402
-from tmd_local.pipeline import ModuleSet, run  # noqa: E402
+from tmd_local.pipeline import Events, ModuleSet, run  # noqa: E402
 from tmd_local.registry import ModelRef, resolve_model  # noqa: E402
-from tmd_local.runner import GenerationSettings, ModulePool, ModuleRef  # noqa: E402
+from tmd_local.runner import GenerationSettings, LoadedModule, ModulePool, ModuleRef  # noqa: E402
 
 QUESTION_ID = "demo-plants"  # greedy decoding decomposes it, so all three modules run
+EMBEDDED = "smollm2-135m-instruct"
 
 
 def settings_from(args) -> GenerationSettings:
@@ -48,7 +62,150 @@ def settings_from(args) -> GenerationSettings:
     return settings
 
 
-# --- 1. residency -----------------------------------------------------------------------------
+# --- 1. generation speed: TMD pipeline vs raw llama-cpp-python ------------------------------
+
+@dataclass
+class Call:
+    """One generation the runner made: the prompt exactly as it went to llama.cpp, and its result."""
+    stage: str
+    tokens: list[int]
+    max_tokens: int  # after the runner's clamp to the room left in the context
+    text: str
+    completion_tokens: int
+    finish_reason: str
+
+
+class _StageTracker(Events):
+    stage = ""
+
+    def stage_started(self, stage: str, model: ModelRef) -> None:
+        self.stage = stage
+
+
+@contextmanager
+def _recording_calls(calls: list[Call], tracker: _StageTracker):
+    """Wrap LoadedModule.generate to record each prompt as the runner tokenizes it (render with the
+    GGUF's chat template, no extra BOS), so the raw side is fed the identical token ids."""
+    original = LoadedModule.generate
+
+    def generate(self, messages, max_tokens, **kwargs):
+        gen = original(self, messages, max_tokens, **kwargs)
+        tokens = self.tokenize(self.render(messages))
+        calls.append(Call(tracker.stage, tokens, min(max_tokens, self.room_for(len(tokens))),
+                          gen.text, gen.completion_tokens, gen.finish_reason))
+        return gen
+
+    LoadedModule.generate = generate
+    try:
+        yield
+    finally:
+        LoadedModule.generate = original
+
+
+def _pipeline_pass(questions, modules: ModuleSet, settings: GenerationSettings) -> dict:
+    """TMD as `tmd eval` runs it (one module resident at a time); figures from the traces."""
+    pool = ModulePool(settings)
+    started = time.perf_counter()
+    traces = run("tmd", questions, modules, pool=pool)
+    wall = time.perf_counter() - started
+    records = [(name, s.prompt_tokens, s.completion_tokens, s.seconds, s.calls)
+               for tr in traces for name, s in tr.stages.items()]
+    return _side(records, wall, len(pool.history), sum(r.load_seconds for r in pool.history))
+
+
+def _raw_pass(model: ModelRef, settings: GenerationSettings, calls: list[Call]) -> dict:
+    """The same prompts straight through llama_cpp.Llama, built with the runner's arguments."""
+    from llama_cpp import Llama
+
+    started = time.perf_counter()
+    llm = Llama(model_path=str(model.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+                n_batch=settings.n_batch, seed=settings.seed, verbose=False)
+    load_seconds = time.perf_counter() - started
+    records, texts = [], []
+    for call in calls:
+        llm.reset()  # as the runner: each prompt stands alone, no KV reuse between prompts
+        t0 = time.perf_counter()
+        out = llm.create_completion(call.tokens, max_tokens=call.max_tokens,
+                                    temperature=settings.temperature,
+                                    repeat_penalty=settings.repeat_penalty, seed=settings.seed)
+        usage = out["usage"]
+        records.append((call.stage, usage["prompt_tokens"], usage["completion_tokens"],
+                        time.perf_counter() - t0, 1))
+        texts.append(out["choices"][0]["text"].strip())
+    llm.close()
+    side = _side(records, time.perf_counter() - started, 1, load_seconds)
+    side["texts"] = texts
+    return side
+
+
+def _side(records, wall: float, loads: int, load_seconds: float) -> dict:
+    """Sum (stage, prompt tokens, completion tokens, generation seconds, calls) records per stage."""
+    per_stage = {}
+    for stage, prompt_tokens, tokens, seconds, calls in records:
+        agg = per_stage.setdefault(stage, {"prompt_tokens": 0, "tokens": 0, "seconds": 0.0, "calls": 0})
+        agg["prompt_tokens"] += prompt_tokens
+        agg["tokens"] += tokens
+        agg["seconds"] += seconds
+        agg["calls"] += calls
+    return {"tokens": sum(a["tokens"] for a in per_stage.values()),
+            "prompt_tokens": sum(a["prompt_tokens"] for a in per_stage.values()),
+            "generation_seconds": sum(a["seconds"] for a in per_stage.values()),
+            "wall_seconds": wall, "loads": loads, "load_seconds": load_seconds, "per_stage": per_stage}
+
+
+def generation(args) -> dict:
+    from tmd_local.datasets import load_questions
+
+    questions, report = load_questions("strategyqa", "test", limit=args.gen_questions, hub=False)
+    model = resolve_model(EMBEDDED)
+    modules, settings = ModuleSet.single(model), settings_from(args)
+    calls: list[Call] = []
+    tracker = _StageTracker()
+    with _recording_calls(calls, tracker):  # unmeasured: collects the prompts, warms both sides
+        run("tmd", questions, modules, settings, tracker)
+    rounds = {"pipeline": [], "raw": []}
+    for r in range(args.gen_rounds):
+        for side in (("pipeline", "raw") if r % 2 == 0 else ("raw", "pipeline")):
+            started = time.perf_counter()
+            rounds[side].append(_pipeline_pass(questions, modules, settings) if side == "pipeline"
+                                else _raw_pass(model, settings, calls))
+            print(f"   round {r + 1}/{args.gen_rounds} {side}: {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
+    return _generation_figures(questions, report.source, calls, rounds)
+
+
+def _generation_figures(questions, source: str, calls: list[Call], rounds: dict) -> dict:
+    out = {"questions": len(questions), "source": source, "calls": len(calls), "rounds": len(rounds["raw"]),
+           "pipeline": _side_figures(rounds["pipeline"]), "raw": _side_figures(rounds["raw"])}
+    pipe, raw = out["pipeline"], out["raw"]
+    out["ratio_pipeline_to_raw"] = round(pipe["tokens_per_second"] / raw["tokens_per_second"], 3)
+    out["identical_texts"] = all(p["texts"] == [c.text for c in calls] for p in rounds["raw"])
+    out["same_prompt_tokens"] = pipe["prompt_tokens_per_round"] == raw["prompt_tokens_per_round"]
+    out["token_counts_match"] = pipe["tokens_per_round"] == raw["tokens_per_round"]
+    # The runner counts llama.cpp's n_tokens minus the prompt, which lacks the last sampled token
+    # when a call stops at max_tokens (that token is never evaluated): one fewer per such call.
+    out["calls_cut_at_max_tokens"] = sum(c.finish_reason == "length" for c in calls)
+    out["token_count_difference"] = raw["tokens_per_round"] - pipe["tokens_per_round"]
+    return out
+
+
+def _side_figures(passes: list[dict]) -> dict:
+    """One side's rounds: tok/s over all of them (tokens / generation seconds), wall per round."""
+    seconds = sum(p["generation_seconds"] for p in passes)
+    first = passes[0]  # greedy: every round generates the same tokens
+    return {"tokens_per_round": first["tokens"], "prompt_tokens_per_round": first["prompt_tokens"],
+            "generation_seconds": round(seconds, 3),
+            "tokens_per_second": round(sum(p["tokens"] for p in passes) / seconds, 2),
+            "tokens_per_second_by_round": [round(p["tokens"] / p["generation_seconds"], 2) for p in passes],
+            "wall_seconds_per_round": round(statistics.mean(p["wall_seconds"] for p in passes), 3),
+            "loads_per_round": first["loads"],
+            "load_seconds_per_round": round(statistics.mean(p["load_seconds"] for p in passes), 3),
+            "per_stage": {s: {"tokens": a["tokens"], "prompt_tokens": a["prompt_tokens"], "calls": a["calls"],
+                              "tokens_per_second": round(a["tokens"] / a["seconds"], 2)}
+                          for s, a in first["per_stage"].items()}}
+
+
+# --- 2a. residency -----------------------------------------------------------------------------
 
 def part_residency(args) -> dict:
     """(subprocess) One TMD question over three module files; peak RSS of this whole process."""
@@ -71,7 +228,7 @@ def part_residency(args) -> dict:
 
 
 def residency(args, tmp: Path) -> dict:
-    model = resolve_model("smollm2-135m-instruct")
+    model = resolve_model(EMBEDDED)
     files = []
     for role in ("analyzer", "informant", "reasoner"):
         shutil.copyfile(model.path, tmp / f"{role}.gguf")
@@ -83,12 +240,12 @@ def residency(args, tmp: Path) -> dict:
     return out
 
 
-# --- 2. switch time ---------------------------------------------------------------------------
+# --- 2b. switch time ---------------------------------------------------------------------------
 
 def switch_times(args, tmp: Path) -> dict:
     from lora_gguf import write_lora
 
-    model = resolve_model("smollm2-135m-instruct")
+    model = resolve_model(EMBEDDED)
     settings = settings_from(args)
     adapters = [write_lora(model.path, tmp / f"{n}.lora.gguf", scale=0.05, seed=i)
                 for i, n in enumerate(("analyzer", "informant", "reasoner"))]
@@ -132,7 +289,7 @@ def batching(args) -> dict:
     from tmd_local.datasets import load_questions
 
     questions, report = load_questions("strategyqa", "test", limit=args.questions, hub=False)
-    modules = ModuleSet.single(resolve_model("smollm2-135m-instruct"))
+    modules = ModuleSet.single(resolve_model(EMBEDDED))
     settings = settings_from(args)
     size = args.batch_size or len(questions)
     chunks = [questions[i:i + size] for i in range(0, len(questions), size)]
@@ -168,54 +325,147 @@ def batching(args) -> dict:
 MODES = ("stage_batched", "per_question")
 
 
+# --- 4. training speed: dynamic padding vs pad-to-max -----------------------------------------
+
+TRAIN_KEYS = ("steps", "tokens_trained", "token_slots", "padded_token_ratio", "tokens_per_second",
+              "train_seconds", "wall_seconds", "peak_rss_mb", "threads", "device", "precision")
+
+
+def part_training(args) -> dict:
+    """(subprocess) A few LoRA steps of one module through the trainer's Python API."""
+    from tmd_local.memory import reset_peak_rss
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    reset_peak_rss()
+    cfg = TrainConfig(module=args.train_module, data=Path(args.train_data), out=Path(args.train_out),
+                      max_steps=args.train_steps, max_length=args.train_max_length,
+                      pad_to_max=args.pad_to_max, threads=args.threads, progress=False,
+                      eval_fraction=0.0,  # no held-out passes: they would only add wall time
+                      save_every=0)  # checkpoints at epoch ends only
+    metrics = train(cfg, fresh=True).metrics
+    figures = {k: metrics[k] for k in TRAIN_KEYS} | {"examples": metrics["examples"]["train"],
+                                                     "process_peak_rss_mb": round(peak_rss_mb(), 1)}
+    figures["tokens_per_second"] = round(figures["tokens_per_second"], 1)
+    return figures
+
+
+def training(args, tmp: Path) -> dict:
+    teacher = tmp / "teacher"
+    # Gold teacher: instant and offline, so a fresh checkout gets the same data as this machine.
+    _run_quiet([sys.executable, "-m", "tmd_local", "teach", "--dataset", "strategyqa", "--split", "train",
+                "--limit", str(args.train_questions), "--teacher", "gold", "--out", str(teacher)])
+    _ensure_base()  # a fresh machine dequantizes the GGUF once here, not inside the first timed run
+    out = {"module": args.train_module, "questions": args.train_questions, "max_length": args.train_max_length}
+    for mode in ("dynamic", "pad_to_max"):
+        started = time.perf_counter()
+        out[mode] = _subprocess(args, "training", "--train-data", str(teacher), "--train-out",
+                                str(tmp / f"adapter-{mode}"), "--train-module", args.train_module,
+                                "--train-steps", str(args.train_steps),
+                                "--train-max-length", str(args.train_max_length),
+                                *(["--pad-to-max"] if mode == "pad_to_max" else []))
+        out[mode]["process_wall_seconds"] = round(time.perf_counter() - started, 2)
+        print(f"   {mode}: {out[mode]['process_wall_seconds']:.1f} s", file=sys.stderr, flush=True)
+    out["same_tokens_trained"] = out["dynamic"]["tokens_trained"] == out["pad_to_max"]["tokens_trained"]
+    out["speedup_dynamic"] = round(out["dynamic"]["tokens_per_second"] / out["pad_to_max"]["tokens_per_second"], 3)
+    return out
+
+
+def _ensure_base() -> None:
+    _run_quiet([sys.executable, "-c", f"from trainer.base import ensure_hf_base; ensure_hf_base({EMBEDDED!r})"])
+
+
+def _run_quiet(cmd: list[str]) -> None:
+    """A preparation step: its output only matters when it fails, and then all of it does."""
+    done = subprocess.run(cmd, cwd=ROOT, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd[1:4])} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+
+
 # --- driver -----------------------------------------------------------------------------------
+
+PARTS = {"1": ("generation",), "2": ("residency", "switch"), "3": ("batching",), "4": ("training",)}
+
 
 def _subprocess(args, part: str, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--part", part, "--threads", str(args.threads or 0),
            "--n-ctx", str(args.n_ctx), "--analyzer-tokens", str(args.analyzer_tokens),
            "--informant-tokens", str(args.informant_tokens),
            "--reasoner-tokens", str(args.reasoner_tokens), *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode != 0:  # the child's own error, not just "exit status 1"
+        sys.exit(f"bench part {part} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=50, help="StrategyQA test questions for part 3")
-    parser.add_argument("--batch-size", type=int, default=10,
-                        help="questions per stage batch in part 3 (0: all in one batch)")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
-    parser.add_argument("--n-ctx", type=int, default=2048)
-    parser.add_argument("--analyzer-tokens", type=int, default=128)
-    parser.add_argument("--informant-tokens", type=int, default=128)
-    parser.add_argument("--reasoner-tokens", type=int, default=320)
-    parser.add_argument("--switch-rounds", type=int, default=5)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["residency", "switch", "batching"])
+    parser.add_argument("--parts", default="1,2,3,4",
+                        help="which figures to measure, comma-separated: 1 generation tok/s, 2 residency "
+                             "+ switch time, 3 stage batching, 4 training tok/s (default: all)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=[n for names in PARTS.values() for n in names],
+                        help="leave out single measurements by name")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp and torch threads (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--part", help=argparse.SUPPRESS)
+    gen = parser.add_argument_group("generation settings (parts 1-3)")
+    gen.add_argument("--n-ctx", type=int, default=2048)
+    gen.add_argument("--analyzer-tokens", type=int, default=128)
+    gen.add_argument("--informant-tokens", type=int, default=128)
+    gen.add_argument("--reasoner-tokens", type=int, default=320)
+    part = parser.add_argument_group("part sizes")
+    part.add_argument("--gen-questions", type=int, default=5, help="StrategyQA test questions for part 1")
+    part.add_argument("--gen-rounds", type=int, default=2,
+                      help="measured rounds per side in part 1 (the side going first alternates)")
+    part.add_argument("--switch-rounds", type=int, default=5, help="switches per adapter in part 2 (>= 2)")
+    part.add_argument("--questions", type=int, default=50, help="StrategyQA test questions for part 3")
+    part.add_argument("--batch-size", type=int, default=10,
+                      help="questions per stage batch in part 3 (0: all in one batch)")
+    part.add_argument("--train-module", default="reasoner", choices=["analyzer", "informant", "reasoner", "drd"],
+                      help="module trained in part 4")
+    part.add_argument("--train-steps", type=int, default=3, help="optimizer steps per training run in part 4")
+    part.add_argument("--train-questions", type=int, default=50,
+                      help="StrategyQA train questions the gold teacher writes training data for (part 4)")
+    part.add_argument("--train-max-length", type=int, default=512,
+                      help="max tokens per example, and what pad-to-max pads to (part 4)")
+    for hidden in ("--part", "--train-data", "--train-out"):  # how the parent calls its subprocesses
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--keep-loaded", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pad-to-max", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.threads = args.threads or None
-    if args.part == "residency":
-        print(json.dumps(part_residency(args)))
+    wanted = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not wanted <= PARTS.keys():
+        parser.error(f"--parts {args.parts}: expected numbers from 1-4, e.g. 1,3")
+    if args.switch_rounds < 2:  # the first round swaps uninitialized adapters; the later ones are the figure
+        parser.error("--switch-rounds: at least 2")
+    args.run = {name for p in wanted for name in PARTS[p]} - set(args.skip)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.part:  # a subprocess of this script: one measurement, its figures as the last line
+        print(json.dumps({"residency": part_residency, "training": part_training}[args.part](args)))
         return
 
     settings = settings_from(args)
     figures = {"machine": {"cpus": os.cpu_count(), "threads": settings.n_threads,
                            "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
                "settings": {"n_ctx": settings.n_ctx, "max_tokens": settings.max_tokens}}
+    steps = [("generation", lambda tmp: generation(args), _print_generation),
+             ("residency", lambda tmp: residency(args, tmp), _print_residency),
+             ("switch", lambda tmp: switch_times(args, tmp), _print_switch),
+             ("batching", lambda tmp: batching(args), _print_batching),
+             ("training", lambda tmp: training(args, tmp), _print_training)]
     with tempfile.TemporaryDirectory(prefix="tmd-bench-") as tmp:
-        if "residency" not in args.skip:
-            figures["residency"] = residency(args, Path(tmp))
-            _print_residency(figures["residency"])
-        if "switch" not in args.skip:
-            figures["switch"] = switch_times(args, Path(tmp))
-            _print_switch(figures["switch"])
-        if "batching" not in args.skip:
-            figures["batching"] = batching(args)
-            _print_batching(figures["batching"])
+        for name, measure, show in steps:
+            if name in args.run:
+                figures[name] = measure(Path(tmp))
+                show(figures[name])
     figures["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    _print_summary(figures)
     print(f"\nload average: start {figures['machine']['loadavg_start']}, end {figures['machine']['loadavg_end']} "
           f"on {os.cpu_count()} CPUs, {settings.n_threads} llama.cpp threads")
     if args.json:
@@ -223,9 +473,39 @@ def main() -> None:
         print(f"figures: {args.json}")
 
 
+# --- printing ---------------------------------------------------------------------------------
+
+def _print_generation(g: dict) -> None:
+    print(f"1. Generated tokens/s, TMD pipeline vs raw llama-cpp-python, same GGUF and prompts: "
+          f"{g['questions']} StrategyQA test questions ({g['source']}), {g['calls']} generations, "
+          f"{g['rounds']} rounds per side, alternating which goes first")
+    for side in ("pipeline", "raw"):
+        m = g[side]
+        stages = ", ".join(f"{s} {a['tokens_per_second']:.1f}" for s, a in m["per_stage"].items())
+        print(f"   {side:8s}: {m['tokens_per_second']:.1f} tok/s ({m['tokens_per_round']} generated, "
+              f"{m['prompt_tokens_per_round']} prompt tokens per round; {stages}); wall incl. load "
+              f"{m['wall_seconds_per_round']:.1f} s per round ({_loads(m)})")
+    print(f"   pipeline / raw: {g['ratio_pipeline_to_raw']:.3f}; identical texts: {g['identical_texts']}; "
+          f"same prompt tokens: {g['same_prompt_tokens']}; generated token counts match: "
+          f"{g['token_counts_match']}" + _count_note(g))
+
+
+def _loads(side: dict) -> str:
+    n = side["loads_per_round"]
+    return f"{n} load{'s' if n != 1 else ''}, {side['load_seconds_per_round']:.2f} s"
+
+
+def _count_note(g: dict) -> str:
+    diff, cut = g["token_count_difference"], g["calls_cut_at_max_tokens"]
+    if diff == 0:
+        return ""
+    why = f" = the calls cut at max_tokens ({cut}), where the runner counts one fewer" if diff == cut else ""
+    return f" (raw counts {diff} more{why})"
+
+
 def _print_residency(r: dict) -> None:
     one, keep = r["one_at_a_time"], r["keep_loaded"]
-    print("1. Peak RSS, one TMD question, three module files (copies of the embedded Q4_1 model)")
+    print("2a. Peak RSS, one TMD question, three module files (copies of the embedded Q4_1 model)")
     print(f"   one module at a time: {one['process_peak_rss_mb']:.0f} MiB "
           f"(stages: {', '.join(one['stages'])}; {one['seconds']:.1f} s)")
     print(f"   all three kept loaded: {keep['process_peak_rss_mb']:.0f} MiB "
@@ -236,7 +516,7 @@ def _print_residency(r: dict) -> None:
 
 
 def _print_switch(s: dict) -> None:
-    print("2. Module switch time")
+    print("2b. Module switch time")
     print(f"   close + reload merged module:      {s['reload_merged_module']['mean_ms']:.1f} ms mean "
           f"(min {s['reload_merged_module']['min_ms']:.1f})")
     print(f"   close + reload base + LoRA adapter: {s['reload_base_plus_adapter']['mean_ms']:.1f} ms mean "
@@ -256,6 +536,92 @@ def _print_batching(b: dict) -> None:
               f"{m['loads']} loads taking {m['load_seconds']:.1f} s, generation {m['generation_seconds']:.1f} s, "
               f"{m['correct']} correct")
     print(f"   identical outputs: {b['identical_outputs']}")
+
+
+def _print_training(t: dict) -> None:
+    d = t["dynamic"]
+    print(f"4. Training {t['module']} (LoRA, {d['steps']} optimizer steps, {d['examples']} examples from the gold "
+          f"teacher on {t['questions']} StrategyQA train questions; {d['device']} {d['precision']}, "
+          f"torch threads {d['threads']}), each in a fresh process")
+    for mode in ("dynamic", "pad_to_max"):
+        m = t[mode]
+        label = "dynamic" if mode == "dynamic" else f"pad to {t['max_length']}"
+        print(f"   {label:10s}: {m['tokens_per_second']:.0f} tok/s (real tokens; {m['tokens_trained']} in "
+              f"{m['train_seconds']:.1f} s), padded {m['padded_token_ratio']:.1%} of {m['token_slots']} slots, "
+              f"peak RSS {m['process_peak_rss_mb']:.0f} MiB, wall {m['process_wall_seconds']:.1f} s")
+    print(f"   dynamic / pad-to-max tok/s: {t['speedup_dynamic']:.2f}; "
+          f"same tokens trained: {t['same_tokens_trained']}")
+
+
+def _print_summary(f: dict) -> None:
+    """All measured figures side by side: the TMD way in one column, what it is compared with next."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tmd runtime figures")
+    for col in ("#", "figure", "tmd", "compared with", "ratio", "check"):
+        table.add_column(col)
+    for row in _summary_rows(f):
+        table.add_row(*row)
+    print()
+    Console(width=max(132, shutil.get_terminal_size().columns)).print(table)  # not 80 wide in a log
+
+
+def _summary_rows(f: dict) -> list[tuple[str, ...]]:
+    makers = {"generation": _rows_generation, "residency": _rows_residency, "switch": _rows_switch,
+              "batching": _rows_batching, "training": _rows_training}
+    return [row for name, make in makers.items() if name in f for row in make(f[name])]
+
+
+def _rows_generation(g: dict) -> list[tuple[str, ...]]:
+    pipe, raw = g["pipeline"], g["raw"]
+    counts = f"token counts {_yes(g['token_counts_match'])}" + (
+        f" (raw +{g['token_count_difference']})" if g["token_count_difference"] else "")
+    return [("1", "generated tok/s", f"pipeline {pipe['tokens_per_second']:.1f}",
+             f"raw llama-cpp-python {raw['tokens_per_second']:.1f}", f"{g['ratio_pipeline_to_raw']:.3f}",
+             f"same prompts {_yes(g['same_prompt_tokens'])}, texts {_yes(g['identical_texts'])}, {counts}"),
+            ("1", "wall per round incl. load", f"{pipe['wall_seconds_per_round']:.1f} s ({_loads(pipe)})",
+             f"{raw['wall_seconds_per_round']:.1f} s ({_loads(raw)})",
+             _ratio(pipe["wall_seconds_per_round"], raw["wall_seconds_per_round"]), "")]
+
+
+def _rows_residency(r: dict) -> list[tuple[str, ...]]:
+    one, keep = r["one_at_a_time"]["process_peak_rss_mb"], r["keep_loaded"]["process_peak_rss_mb"]
+    return [("2", "peak RSS, one question", f"one module at a time {one:.0f} MiB",
+             f"all three kept {keep:.0f} MiB", _ratio(one, keep), "")]
+
+
+def _rows_switch(s: dict) -> list[tuple[str, ...]]:
+    swap, reload = s["swap_adapter_initialized"]["mean_ms"], s["reload_base_plus_adapter"]["mean_ms"]
+    return [("2", "module switch", f"adapter swap {1000 * swap:.0f} µs", f"reload base + adapter {reload:.1f} ms",
+             _ratio(swap, reload), "")]
+
+
+def _rows_batching(b: dict) -> list[tuple[str, ...]]:
+    batched, single = b["stage_batched"]["seconds"], b["per_question"]["seconds"]
+    return [("3", f"wall, {b['questions']} questions", f"stage-batched {batched:.1f} s",
+             f"per-question {single:.1f} s", _ratio(batched, single),
+             f"identical outputs {_yes(b['identical_outputs'])}")]
+
+
+def _rows_training(t: dict) -> list[tuple[str, ...]]:
+    d, p = t["dynamic"], t["pad_to_max"]
+    rss, wall = "process_peak_rss_mb", "process_wall_seconds"
+    return [("4", "training tok/s (real tokens)", f"dynamic {d['tokens_per_second']:.0f}",
+             f"pad to {t['max_length']} {p['tokens_per_second']:.0f}", f"{t['speedup_dynamic']:.2f}",
+             f"same tokens trained {_yes(t['same_tokens_trained'])}"),
+            ("4", "padded-token ratio", f"{d['padded_token_ratio']:.1%}", f"{p['padded_token_ratio']:.1%}", "", ""),
+            ("4", "training peak RSS", f"{d[rss]:.0f} MiB", f"{p[rss]:.0f} MiB", _ratio(d[rss], p[rss]), ""),
+            ("4", "training process wall", f"{d[wall]:.1f} s", f"{p[wall]:.1f} s", _ratio(d[wall], p[wall]),
+             f"{d['steps']} steps, load + train + save")]
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3g}" if b else "-"  # 3 significant digits: a swap/reload ratio is ~1e-5
 
 
 if __name__ == "__main__":

@@ -191,8 +191,10 @@ class LoadedModule:
         finally:
             stream.close()
         seconds = time.perf_counter() - started
-        # llama.cpp emits one chunk per sampled token plus a final empty one carrying finish_reason.
-        completion_tokens = max(0, self._llm.n_tokens - len(tokens)) or count
+        # Sampled tokens are evaluated (and counted in n_tokens) only when another one follows: a stop
+        # on EOS leaves out the EOS, which is no output; a stop at max_tokens leaves out a real token.
+        evaluated = max(0, self._llm.n_tokens - len(tokens))
+        completion_tokens = evaluated + (finish == "length") if evaluated else count
         return Generation("".join(pieces).strip(), len(tokens), completion_tokens, seconds, finish)
 
     def close(self) -> None:

@@ -15,6 +15,19 @@ pytestmark = pytest.mark.slow
 HELLO = [{"role": "user", "content": "Name one colour."}]
 
 
+def test_token_counts_match_llama_cpp_when_cut_at_max_tokens(embedded_model):
+    from llama_cpp import Llama
+
+    settings = small_settings()
+    with ModulePool(settings).use("reasoner", embedded_model) as (module, _):
+        ours = module.generate([{"role": "user", "content": "Tell a long story about fog."}], max_tokens=5)
+        prompt = module.tokenize(module.render([{"role": "user", "content": "Tell a long story about fog."}]))
+    assert ours.finish_reason == "length" and ours.completion_tokens == 5
+    raw = Llama(model_path=str(embedded_model.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads, verbose=False)
+    usage = raw.create_completion(prompt, max_tokens=5, temperature=0.0)["usage"]
+    assert usage["completion_tokens"] == ours.completion_tokens and usage["prompt_tokens"] == ours.prompt_tokens
+
+
 def test_one_module_at_a_time_and_memory_comes_back(embedded_model):
     pool = ModulePool(small_settings())
     for stage in ("analyzer", "reasoner"):
