@@ -282,17 +282,19 @@ def readme_table(rows: list[Row], report_path: Path, sources: list[Path]) -> lis
            f"Full report with plots: {report_path}. Accuracy in % with the 95% Wilson interval; unparsed answers "
            "count as wrong; seconds and memory measured on this machine.", "",
            "| dataset | system | student (quant) | teacher | fine-tuned | n | accuracy (95% CI) | unparsed | "
-           "s/question | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "accuracy when parsed | s/question | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = lambda r: (r.config["dataset"], tuned_label(r.config) == "none (zero-shot)", r.config["system"],
                        student_label(r.config))
     for row in sorted(rows, key=order):
         c, run = row.config, row.runs[0]
         mean, _ = row.accuracy()
         low, high = row.ci95()
-        unparsed = sum(r["answer"] is None for r in run.records.values())
+        parsed = [r for r in run.records.values() if r["answer"] is not None]
+        when_parsed = f"{100 * sum(bool(r['correct']) for r in parsed) / len(parsed):.1f}" if parsed else "-"
         out.append(f"| {c['dataset']} | {c['system'].upper()} | {student_label(c)} | {c['teacher']} | "
                    f"{tuned_label(c)} | {row.n} | {100 * mean:.1f} ({100 * low:.0f}-{100 * high:.0f}) | "
-                   f"{unparsed} | {run.seconds_per_question():.1f} | {run.peak_rss_mb():.0f} |")
+                   f"{run.n - len(parsed)} | {when_parsed} | {run.seconds_per_question():.1f} | "
+                   f"{run.peak_rss_mb():.0f} |")
     return out
 
 
