@@ -37,7 +37,7 @@ step export "$TMD" export --adapters "runs/$NAME/adapters" --quant f16,q8_0,q4_k
 
 for quant in f16 q8_0 q4_k_m; do
     step "eval-$quant" "$TMD" eval "${EVAL[@]}" --system tmd --system drd --bundle "models/$NAME" --quant "$quant" \
-        --out "results/$NAME-strategyqa.jsonl"
+        --out "results/$NAME-strategyqa-$quant.jsonl"
 done
 for role in reasoner analyzer informant; do  # one module at a time in q4_k_m, the others f16
     step "eval-f16-$role-q4_k_m" "$TMD" eval --dataset strategyqa --split test --limit "$SENS" \
