@@ -237,38 +237,52 @@ def _agreement(reference: Row, row: Row) -> float | None:
     return sum(ref[i]["answer"] == other[i]["answer"] for i in common) / len(common)
 
 
+FIGURE_AXES = (("accuracy_vs_flops", "GFLOPs per question", lambda r: r.runs[0].flops_per_question() / 1e9),
+               ("accuracy_vs_memory", "peak RSS (MiB)", lambda r: r.runs[0].peak_rss_mb()))
+
+
 def plot(rows: list[Row], out_dir: Path) -> list[Path]:
-    """Accuracy vs inference FLOPs and vs peak memory (the paper's Figure 2), TMD/DRD pairs joined."""
+    """Accuracy vs inference FLOPs and vs peak memory (the paper's Figure 2): one panel per dataset,
+    one colour per student (bundle + quant), circles TMD, squares DRD, dotted lines join a pair."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    datasets = sorted({r.config["dataset"] for r in rows})
+    students = sorted({student_label(r.config) for r in rows})
+    colour = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(students)}
     made = []
-    for name, xlabel, x_of in (("accuracy_vs_flops", "GFLOPs per question", lambda r: r.runs[0].flops_per_question() / 1e9),
-                               ("accuracy_vs_memory", "peak RSS (MB)", lambda r: r.runs[0].peak_rss_mb())):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        pairs: dict[tuple, dict[str, tuple]] = defaultdict(dict)
-        for row in rows:
-            c = row.config
-            point = (x_of(row), 100 * row.accuracy()[0])
-            marker = "o" if c["system"] == "tmd" else "s"
-            ax.scatter(*point, marker=marker, label=f"{c['system'].upper()} {c['dataset']} {student_label(c)}")
-            pairs[(c["dataset"], c["teacher"], student_label(c))][c["system"]] = point
-        for systems in pairs.values():
-            if {"tmd", "drd"} <= set(systems):
-                (x1, y1), (x2, y2) = systems["tmd"], systems["drd"]
-                ax.plot([x1, x2], [y1, y2], linestyle=":", color="grey")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title("TMD (circles) vs DRD (squares); dotted: same data and student")
-        ax.legend(fontsize=6, loc="best")
-        fig.tight_layout()
+    for name, xlabel, x_of in FIGURE_AXES:
+        fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets) + 2.6, 4), squeeze=False)
+        for ax, dataset in zip(axes[0], datasets):
+            _plot_panel(ax, [r for r in rows if r.config["dataset"] == dataset], x_of, colour)
+            ax.set_title(dataset)
+            ax.set_xlabel(xlabel)
+        axes[0][0].set_ylabel("accuracy (%)")
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[s], label=s) for s in students]
+        handles += [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=label)
+                    for m, label in (("o", "TMD"), ("s", "DRD"))]
+        fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
         path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         made.append(path)
     return made
+
+
+def _plot_panel(ax, rows: list[Row], x_of, colour: dict) -> None:
+    pairs: dict[tuple, dict[str, tuple]] = defaultdict(dict)
+    for row in rows:
+        c = row.config
+        point = (x_of(row), 100 * row.accuracy()[0])
+        ax.scatter(*point, marker="o" if c["system"] == "tmd" else "s", color=colour[student_label(c)])
+        pairs[(c["teacher"], student_label(c))][c["system"]] = point
+    for systems in pairs.values():
+        if {"tmd", "drd"} <= set(systems):
+            (x1, y1), (x2, y2) = systems["tmd"], systems["drd"]
+            ax.plot([x1, x2], [y1, y2], linestyle=":", color="grey")
 
 
 README_BEGIN = "<!-- tmd report: begin -->"
