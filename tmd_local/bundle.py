@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -188,10 +189,30 @@ class QuantChoice:
                 per_role[role] = quant
         return cls(default, per_role, prefer_adapter)
 
+    @classmethod
+    def of(cls, per_role: dict[str, str]) -> "QuantChoice":
+        """The choice that runs these roles in these quants, its default being the most common quant
+        (on a tie the more precise one, so one quantized module reads 'f16,analyzer=q4_k_m')."""
+        counts = Counter(per_role.values())
+        default = max(counts, key=lambda q: (counts[q], -_precision_rank(q)))
+        return cls(default, {role: q for role, q in per_role.items() if q != default})
+
+    @property
+    def text(self) -> str:
+        return self.with_default(self.default)
+
     def with_default(self, default: str) -> str:
         """Canonical text, runnable again as --quant: 'f16,reasoner=q4_k_m'."""
         overrides = [f"{role}={q}" for role, q in sorted(self.per_role.items()) if q != default]
         return ",".join([default, *overrides]) + (LORA_SUFFIX if self.prefer_adapter else "")
+
+
+PRECISION_ORDER = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m",
+                   "q4_k_s", "q4_1", "q4_0", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k")
+
+
+def _precision_rank(quant: str) -> int:
+    return PRECISION_ORDER.index(quant) if quant in PRECISION_ORDER else len(PRECISION_ORDER)
 
 
 def check_entry(entry: FileEntry) -> None:

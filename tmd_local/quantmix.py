@@ -37,8 +37,7 @@ class Measured:
 
     @property
     def quant_text(self) -> str:
-        quants = dict(self.per_role)
-        return QuantChoice(None, quants).with_default(_most_common(quants))
+        return QuantChoice.of(dict(self.per_role)).text
 
     def describe(self) -> str:
         return (f"{self.quant_text}: {100 * self.accuracy:.1f}% on {self.n} {'+'.join(self.datasets)} "
@@ -55,29 +54,30 @@ def result_files(paths: list[Path] | tuple[Path, ...]) -> list[Path]:
 
 def measured_mixes(bundle: Bundle, results: list[ConfigResult], system: str) -> list[Measured]:
     """Every evaluated mix of `system` whose modules are all files of this bundle, pooled over runs."""
-    file_of = {entry.sha256: (role.name, quant) for role in bundle.roles.values()
-               for quant, entry in role.files.items()}
     pooled: dict[tuple, list[ConfigResult]] = defaultdict(list)
     for result in results:
         if result.config["system"] != system or result.n == 0:
             continue
-        mix = _bundle_mix(result.config["models"], file_of)
-        if mix is not None:
+        mix = _bundle_mix(result.config["models"], bundle)
+        if mix:
             pooled[mix].append(result)
     return [Measured(system, mix, sum(_correct(r) for r in runs), sum(r.n for r in runs),
                      max(r.peak_rss_mb() for r in runs), tuple(sorted({r.config["dataset"] for r in runs})))
             for mix, runs in pooled.items()]
 
 
-def _bundle_mix(models: dict, file_of: dict) -> tuple | None:
+def _bundle_mix(models: dict, bundle: Bundle) -> tuple | None:
+    """((role, quant), ...) when every module of a result is this bundle's file for that role."""
     mix = []
     for role in ROLES:
-        if role not in models:
+        files = bundle.roles[role].files
+        if role not in models or not files:  # a role on the bundle's base has no quant to choose
             continue
-        found = file_of.get(models[role].get("sha256"))
-        if found is None or found[0] != role or models[role].get("adapter_sha256"):
+        sha = models[role].get("sha256")
+        quants = [quant for quant, entry in files.items() if entry.sha256 == sha]
+        if not quants or models[role].get("adapter_sha256"):
             return None
-        mix.append(found)
+        mix.append((role, quants[0]))
     return tuple(mix)
 
 
@@ -112,7 +112,7 @@ def pick_quant(bundle: Bundle, budget_text: str, systems: tuple[str, ...],
                            f"fits; the smallest is {smallest.describe()}")
         per_role.update(dict(pick.per_role))
         picks.append(pick)
-    return QuantChoice(None, per_role).with_default(_most_common(per_role)), picks
+    return QuantChoice.of(per_role).text, picks
 
 
 def quant_for_budget(source: Bundle, quant: str | None, memory_budget: str, systems, results_paths,
@@ -127,8 +127,3 @@ def quant_for_budget(source: Bundle, quant: str | None, memory_budget: str, syst
     for pick in picks:
         say(f"--memory-budget {memory_budget}: {pick.system.upper()} runs {pick.describe()}")
     return quant
-
-
-def _most_common(per_role: dict[str, str]) -> str:
-    values = list(per_role.values())
-    return max(values, key=values.count)

@@ -8,7 +8,7 @@ context-length term (small at these lengths) and the saving of the KV cache.
 from __future__ import annotations
 
 import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,10 +157,9 @@ def _detail_table(rows: list[Row]) -> list[str]:
 
 def quant_mix(config: dict) -> str:
     """Each role's quantization as `--quant` text: 'f16', or 'f16,reasoner=q4_k_m' for a mix."""
-    by_role = {role: m.get("file_type") or "?" for role, m in config["models"].items()}
-    counts = Counter(by_role.values())
-    default = max(counts, key=lambda q: (counts[q], q == "f16"))
-    return ",".join([default, *(f"{role}={q}" for role, q in sorted(by_role.items()) if q != default)])
+    from .bundle import QuantChoice
+
+    return QuantChoice.of({role: m.get("file_type") or "?" for role, m in config["models"].items()}).text
 
 
 def _families(rows: list[Row]) -> dict[tuple, dict[str, Row]]:

@@ -235,3 +235,40 @@ def test_cli_bad_inputs(tmp_path, tiny_adapters, tiny_base, hf_base, monkeypatch
     assert_one_line_error(run_cli("--adapters", str(tiny_adapters), "--out", str(out), "--base", str(tiny_base)),
                           "GB needed")
     assert not (out / "manifest.json").exists() and not list(out.glob("*.gguf"))
+
+
+def test_eval_mixes_then_memory_budget_picks_from_the_measured_results(tiny_bundle, tmp_path):
+    """The whole loop on real files: `tmd eval` two per-module quant mixes of an exported bundle
+    (llama.cpp runs the tiny model), then `tmd ask --memory-budget` picks from those results."""
+    import json
+
+    from tmd_local.cli import cli
+
+    out, _, _ = tiny_bundle
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Is {i} even?",
+                                             "options": {"A": "yes", "B": "no"}, "answer": "AB"[i % 2]}) + "\n"
+                                 for i in range(2)))
+    results = tmp_path / "results.jsonl"
+    runner = CliRunner()
+    for quant in ("f16", "f16,analyzer=q4_k_m"):
+        ran = runner.invoke(cli, ["eval", "--dataset", "strategyqa", "--data-path", str(questions), "--bundle", str(out),
+                                  "--quant", quant, "--threads", "1", "--n-ctx", "512", "--out", str(results)])
+        assert ran.exit_code == 0, ran.output
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["config"]["models"]["analyzer"]["file_type"] for r in lines] == ["f16", "f16", "q4_k_m", "q4_k_m"]
+
+    from tmd_local.bundle import load_bundle
+    from tmd_local.quantmix import measured_mixes, pick_quant
+    from tmd_local.report import load_results
+
+    measured = measured_mixes(load_bundle(out), load_results([results]), "tmd")
+    assert sorted(m.quant_text for m in measured) == ["f16", "f16,analyzer=q4_k_m"]
+    best = max(measured, key=lambda m: (m.accuracy, -m.peak_rss_mb))
+    quant, _ = pick_quant(load_bundle(out), "10GB", ("tmd",), (results,))
+    assert quant == best.quant_text
+    asked = runner.invoke(cli, ["ask", "Is 4 even?", "--option", "A=yes", "--option", "B=no", "--bundle", str(out),
+                                "--memory-budget", "10GB", "--results", str(results), "--threads", "1",
+                                "--n-ctx", "512", "--json"])
+    assert asked.exit_code == 0, asked.output
+    assert f"--memory-budget 10GB: TMD runs {best.quant_text}:" in asked.output

@@ -62,6 +62,8 @@ def test_quant_choice_text_round_trips():
     assert choice.with_default("f16") == "f16,reasoner=q4_k_m"
     assert QuantChoice.parse(choice.with_default("f16")) == choice
     assert QuantChoice.parse("reasoner=f16").with_default("f16") == "f16"  # an override equal to the default
+    assert QuantChoice.of({"analyzer": "q4_k_m", "informant": "f16"}).text == "f16,analyzer=q4_k_m"  # tie: precise
+    assert QuantChoice.of({"analyzer": "q4_k_m", "informant": "q4_k_m", "reasoner": "f16"}).text == "q4_k_m,reasoner=f16"
 
 
 def test_base_and_adapter_roles(tmp_path, embedded_model, loras):
