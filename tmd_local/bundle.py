@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import TmdError
+from .gguf_file import FILE_TYPES, read_gguf_header
 from .pipeline import ModuleSet
 from .registry import ModelRef, resolve_model
 from .runner import ModuleRef
@@ -149,9 +150,6 @@ class Bundle:
         """The bundle's base model: a registry name, or a GGUF path relative to the bundle."""
         candidate = self.manifest_path.parent / self.base if self.manifest_path else None
         ref = resolve_model(candidate if candidate is not None and candidate.is_file() else self.base)
-        from .memory import read_gguf_header
-        from .runner import FILE_TYPES
-
         quant = FILE_TYPES.get(int(read_gguf_header(ref.path).get("general.file_type", -1)))
         return ModuleRef(ref.path, ref.name, quant=quant)
 

@@ -67,7 +67,7 @@ def test_gguf_metadata_and_real_bits_per_weight(tiny_bundle, tiny_base):
     import gguf
     from transformers import AutoTokenizer
 
-    from tmd_local.memory import read_gguf_header
+    from tmd_local.gguf_file import read_gguf_header
 
     out, result, _ = tiny_bundle
     tok = AutoTokenizer.from_pretrained(str(tiny_base))
