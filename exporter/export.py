@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 from tmd_local import __version__ as TMD_VERSION
 from tmd_local.errors import TmdError
+from tmd_local.gguf_file import read_gguf_info
 from tmd_local.jsonl import write_json_atomic
 from tmd_local.prompts import ROLES
 from tmd_local.registry import file_sha256
@@ -265,9 +266,7 @@ class Exporter:
         return str(path.relative_to(self.out))
 
     def _record_file(self, path: Path, fingerprint: str, seconds: float) -> dict:
-        from .ggufinfo import read_info
-
-        info = read_info(path)
+        info = read_gguf_info(path)
         rec = {"fingerprint": fingerprint, "size": path.stat().st_size, "sha256": file_sha256(path),
                "seconds": round(seconds, 2), "file_type": info.file_type,
                "bits_per_weight": round(info.bits_per_weight, 4), "tensor_types": info.tensor_types,
