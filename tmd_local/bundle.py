@@ -68,6 +68,7 @@ class Bundle:
     base: str
     manifest_path: Path | None = None  # None for a zero-shot bundle built from a model
     info: dict = field(default_factory=dict)  # teacher, data, prompt_version, created...
+    manifest: dict = field(default_factory=dict)  # the JSON as read, for tools that rewrite it
 
     @property
     def quants(self) -> list[str]:
@@ -237,13 +238,14 @@ def parse_manifest(data, manifest_path: Path) -> Bundle:
         if role not in modules:
             raise TmdError(f"{where}: field 'modules.{role}': missing (a bundle names all of "
                            f"{', '.join(ROLES)}; use mode 'base' for a zero-shot role)")
-        roles[role] = _parse_role(role, modules[role], manifest_path)
+        roles[role] = parse_role(role, modules[role], manifest_path)
     info = {k: data[k] for k in ("tmd_version", "created", "teacher", "data", "prompt_version",
                                  "default_quant") if k in data}
-    return Bundle(manifest_path.parent.name, roles, base, manifest_path.resolve(), info)
+    return Bundle(manifest_path.parent.name, roles, base, manifest_path.resolve(), info, data)
 
 
-def _parse_role(role: str, spec, manifest_path: Path) -> Role:
+def parse_role(role: str, spec, manifest_path: Path) -> Role:
+    """One role's entry; its files are named relative to manifest_path's folder."""
     at = f"{manifest_path}: field 'modules.{role}"
     if not isinstance(spec, dict):
         raise TmdError(f"{at}': expected an object, got {type(spec).__name__}")

@@ -273,12 +273,13 @@ def verify_files(ref: ModelRef) -> None:
     named as such), then sha256 (cached per path+size+mtime, so each file is hashed once)."""
     if not isinstance(ref, ModuleRef):
         return
-    _verify_one(ref.path, ref.size, ref.sha256_expected, ref.source or str(ref.path))
+    verify_file(ref.path, ref.size, ref.sha256_expected, ref.source or str(ref.path))
     if ref.adapter is not None:
-        _verify_one(ref.adapter, None, ref.adapter_sha256_expected, (ref.source or "") + " adapter")
+        verify_file(ref.adapter, None, ref.adapter_sha256_expected, (ref.source or "") + " adapter")
 
 
-def _verify_one(path: Path, size: int | None, sha256: str | None, where: str) -> None:
+def verify_file(path: Path, size: int | None, sha256: str | None, where: str) -> None:
+    """`path` exists, has `size` bytes and hashes to `sha256` (each when given); `where` names the promise."""
     try:
         actual = path.stat().st_size
     except OSError:
