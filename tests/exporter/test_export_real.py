@@ -25,7 +25,7 @@ def test_real_base_with_lora(hf_base, converter, tmp_path):
     bundle = B.read_manifest(out, check="sha256")
     m = bundle.manifest
     assert m["base"] == "smollm2-135m-instruct"  # a registry model: other roles run on it zero-shot
-    assert {r: e.mode for r, e in bundle.modules.items()} == {
+    assert {r: e.mode for r, e in bundle.roles.items()} == {
         "analyzer": "merged", "informant": "base", "reasoner": "base", "drd": "base"}
     files = m["modules"]["analyzer"]["files"]
     assert files["f16"]["top1_agreement"] >= 0.99, files["f16"]
