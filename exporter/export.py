@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tmd_local import __version__ as TMD_VERSION
+from tmd_local.bundle import parse_role
 from tmd_local.errors import TmdError
+from tmd_local.gguf_file import read_gguf_info
 from tmd_local.jsonl import write_json_atomic
 from tmd_local.prompts import ROLES
 from tmd_local.registry import file_sha256
@@ -265,9 +267,7 @@ class Exporter:
         return str(path.relative_to(self.out))
 
     def _record_file(self, path: Path, fingerprint: str, seconds: float) -> dict:
-        from .ggufinfo import read_info
-
-        info = read_info(path)
+        info = read_gguf_info(path)
         rec = {"fingerprint": fingerprint, "size": path.stat().st_size, "sha256": file_sha256(path),
                "seconds": round(seconds, 2), "file_type": info.file_type,
                "bits_per_weight": round(info.bits_per_weight, 4), "tensor_types": info.tensor_types,
@@ -340,7 +340,8 @@ class Exporter:
         except OSError as e:
             raise _disk_error(e, self.out) or e
         self._finish()
-        listed = {f["file"] for f in bundle_mod.read_manifest(self.out, check="none").all_files()}
+        bundle = bundle_mod.read_manifest(self.out, check="none")
+        listed = {f.path.name for f in bundle_mod.listed_files(bundle.roles.values())}
         return ExportResult(self.out, path, manifest, self._file_rows(listed), self.steps, self.checks,
                             self.references, self.notes, time.perf_counter() - started)
 
@@ -411,11 +412,9 @@ class Exporter:
                 continue
             if isinstance(entry, dict) and entry.get("mode") == "base" and not entry.get("files"):
                 continue  # a zero-shot placeholder; written again if still needed
-            try:
-                probe = bundle_mod.Bundle(self.out, {}, bundle_mod._parse_modules(
-                    {"format": bundle_mod.FORMAT, "modules": {role: entry}}, kept, partial=True))
-                for f in probe.all_files():
-                    bundle_mod._check_file(self.out, f, kept, True)
+            try:  # checked as the bundle's own manifest: its files are named relative to self.out
+                spec = parse_role(role, entry, current)
+                bundle_mod.check_files(bundle_mod.listed_files([spec]), full=True)
                 keep[role] = entry
             except TmdError as e:
                 self.notes.append(f"{role}: dropped from the previous manifest ({e})")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import TmdError
+from .gguf_file import FILE_TYPES, read_gguf_header
 from .pipeline import ModuleSet
 from .registry import ModelRef, resolve_model
 from .runner import ModuleRef
@@ -68,6 +69,7 @@ class Bundle:
     base: str
     manifest_path: Path | None = None  # None for a zero-shot bundle built from a model
     info: dict = field(default_factory=dict)  # teacher, data, prompt_version, created...
+    manifest: dict = field(default_factory=dict)  # the JSON as read, for tools that rewrite it
 
     @property
     def quants(self) -> list[str]:
@@ -150,9 +152,6 @@ class Bundle:
         """The bundle's base model: a registry name, or a GGUF path relative to the bundle."""
         candidate = self.manifest_path.parent / self.base if self.manifest_path else None
         ref = resolve_model(candidate if candidate is not None and candidate.is_file() else self.base)
-        from .memory import read_gguf_header
-        from .runner import FILE_TYPES
-
         quant = FILE_TYPES.get(int(read_gguf_header(ref.path).get("general.file_type", -1)))
         return ModuleRef(ref.path, ref.name, quant=quant)
 
@@ -260,13 +259,14 @@ def parse_manifest(data, manifest_path: Path) -> Bundle:
         if role not in modules:
             raise TmdError(f"{where}: field 'modules.{role}': missing (a bundle names all of "
                            f"{', '.join(ROLES)}; use mode 'base' for a zero-shot role)")
-        roles[role] = _parse_role(role, modules[role], manifest_path)
+        roles[role] = parse_role(role, modules[role], manifest_path)
     info = {k: data[k] for k in ("tmd_version", "created", "teacher", "data", "prompt_version",
                                  "default_quant") if k in data}
-    return Bundle(manifest_path.parent.name, roles, base, manifest_path.resolve(), info)
+    return Bundle(manifest_path.parent.name, roles, base, manifest_path.resolve(), info, data)
 
 
-def _parse_role(role: str, spec, manifest_path: Path) -> Role:
+def parse_role(role: str, spec, manifest_path: Path) -> Role:
+    """One role's entry; its files are named relative to manifest_path's folder."""
     at = f"{manifest_path}: field 'modules.{role}"
     if not isinstance(spec, dict):
         raise TmdError(f"{at}': expected an object, got {type(spec).__name__}")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 import resource
-import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TmdError
+from .gguf_file import read_gguf_header
 
 MIB = 1 << 20
 
@@ -83,79 +83,6 @@ def parse_size(text: str) -> int:
 
 def format_mb(n_bytes: float) -> str:
     return f"{n_bytes / MIB:.0f} MiB"
-
-
-# --- GGUF header -----------------------------------------------------------------------------
-
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-            11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-SMALL_ARRAY = 64  # arrays longer than this (vocabularies, merges) are skipped, not decoded
-
-
-class _Reader:
-    def __init__(self, f):
-        self.f = f
-
-    def take(self, fmt: str):
-        size = struct.calcsize(fmt)
-        data = self.f.read(size)
-        if len(data) != size:
-            raise EOFError
-        return struct.unpack(fmt, data)[0]
-
-    def string(self) -> str:
-        n = self.take("<Q")
-        data = self.f.read(n)
-        if len(data) != n:
-            raise EOFError
-        return data.decode("utf-8", errors="replace")
-
-    def value(self, kind: int):
-        if kind in _SCALARS:
-            return self.take(_SCALARS[kind])
-        if kind == _STRING:
-            return self.string()
-        if kind == _ARRAY:
-            inner, count = self.take("<I"), self.take("<Q")
-            if count <= SMALL_ARRAY:
-                return [self.value(inner) for _ in range(count)]
-            if inner in _SCALARS:
-                self.f.seek(count * struct.calcsize(_SCALARS[inner]), 1)
-            else:
-                for _ in range(count):
-                    self.value(inner)
-            return None
-        raise ValueError(f"unknown GGUF value type {kind}")
-
-
-def read_gguf_header(path: Path, tensors: bool = False) -> dict:
-    """A GGUF's metadata key/values (long arrays such as the vocabulary come back as None), plus,
-    with tensors=True, "tensors": {name: ggml type code}.
-
-    Reads only the header, so it costs milliseconds where a full GGUFReader takes seconds."""
-    try:
-        with open(path, "rb") as f:
-            r = _Reader(f)
-            if f.read(4) != b"GGUF":
-                raise TmdError(f"{path}: not a GGUF file")
-            version, n_tensors, n_kv = r.take("<I"), r.take("<Q"), r.take("<Q")
-            header: dict = {"GGUF.version": version}
-            for _ in range(n_kv):
-                key = r.string()
-                header[key] = r.value(r.take("<I"))
-            if tensors:
-                header["tensors"] = {}
-                for _ in range(n_tensors):
-                    name = r.string()
-                    f.seek(8 * r.take("<I"), 1)  # dims
-                    header["tensors"][name] = r.take("<I")
-                    f.seek(8, 1)  # data offset
-            return header
-    except (EOFError, ValueError, struct.error):
-        raise TmdError(f"{path}: GGUF header is truncated or corrupt") from None
-    except OSError as e:
-        raise TmdError(f"{path}: cannot read ({e.strerror})") from None
 
 
 # --- footprint -------------------------------------------------------------------------------

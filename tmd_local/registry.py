@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TmdError
+from .gguf_file import file_type_name, read_gguf_info
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # name -> (python package that ships the file, file name inside it)
@@ -78,28 +79,10 @@ def file_sha256(path: Path) -> str:
     return _HASHES[key]
 
 
-_SUMMARIES: dict[tuple[str, int, float], dict] = {}
-
-
 def gguf_summary(path: Path) -> dict:
-    """Parameter count, llama.cpp file type and real bits per weight, read from the file's header.
-
-    Small models have widths llama.cpp cannot quantize in 256-blocks, so the nominal type (say q4_1)
-    understates the bits really stored; reports use the figure read here.
-    """
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime)
-    if key not in _SUMMARIES:
-        from gguf import GGUFReader  # late: only reports and labels need it
-
-        from .runner import FILE_TYPES
-
-        reader = GGUFReader(str(path))
-        params = sum(int(t.n_elements) for t in reader.tensors)
-        bits = sum(int(t.n_bytes) for t in reader.tensors) * 8
-        field = reader.fields.get("general.file_type")
-        code = int(field.parts[field.data[0]][0]) if field else -1
-        _SUMMARIES[key] = {"params": params, "file_type": FILE_TYPES.get(code, f"type-{code}"),
-                           "bits_per_weight": round(bits / params, 3) if params else 0.0,
-                           "size_bytes": st.st_size}
-    return _SUMMARIES[key]
+    """Parameter count, llama.cpp file type and real bits per weight, read from the file's header
+    (GGUFInfo.bits_per_weight says why reports use the real figure, not the nominal type's)."""
+    info = read_gguf_info(path)
+    code = info.file_type_code if info.file_type_code is not None else -1
+    return {"params": info.n_elements, "file_type": file_type_name(code),
+            "bits_per_weight": round(info.bits_per_weight, 3), "size_bytes": info.size_bytes}

@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import TmdError
-from .memory import (MIB, Footprint, MemoryBudget, estimate_footprint, peak_rss_mb, read_gguf_header,
-                     release_freed, reset_peak_rss, rss_mb)
+from .gguf_file import FILE_TYPES, read_gguf_header
+from .memory import (MIB, Footprint, MemoryBudget, estimate_footprint, peak_rss_mb, release_freed,
+                     reset_peak_rss, rss_mb)
 from .prompts import render_messages
 from .registry import ModelRef, file_sha256
-
-# llama.cpp's file-type codes (general.file_type) for the types reports mention.
-FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1",
-              10: "q2_k", 11: "q3_k_s", 12: "q3_k_m", 13: "q3_k_l", 14: "q4_k_s", 15: "q4_k_m",
-              16: "q5_k_s", 17: "q5_k_m", 18: "q6_k", 32: "bf16"}
 
 MIN_NEW_TOKENS = 16  # below this a stage's answer is useless, so overflow is an error instead
 
@@ -277,12 +273,13 @@ def verify_files(ref: ModelRef) -> None:
     named as such), then sha256 (cached per path+size+mtime, so each file is hashed once)."""
     if not isinstance(ref, ModuleRef):
         return
-    _verify_one(ref.path, ref.size, ref.sha256_expected, ref.source or str(ref.path))
+    verify_file(ref.path, ref.size, ref.sha256_expected, ref.source or str(ref.path))
     if ref.adapter is not None:
-        _verify_one(ref.adapter, None, ref.adapter_sha256_expected, (ref.source or "") + " adapter")
+        verify_file(ref.adapter, None, ref.adapter_sha256_expected, (ref.source or "") + " adapter")
 
 
-def _verify_one(path: Path, size: int | None, sha256: str | None, where: str) -> None:
+def verify_file(path: Path, size: int | None, sha256: str | None, where: str) -> None:
+    """`path` exists, has `size` bytes and hashes to `sha256` (each when given); `where` names the promise."""
     try:
         actual = path.stat().st_size
     except OSError:

@@ -40,38 +40,32 @@ def make_bundle(folder: Path) -> dict:
     return manifest
 
 
-def test_manifest_round_trip_and_load_targets(tmp_path):
+def test_manifest_round_trip_through_the_apps_reader(tmp_path, embedded_model):
     manifest = make_bundle(tmp_path / "b")
     assert manifest["format"] == B.FORMAT and manifest["teacher"] == "gold"
     assert list(manifest["modules"]) == ["analyzer", "informant", "reasoner", "drd"]
     bundle = B.read_manifest(tmp_path / "b", check="sha256")
-    t = bundle.target("analyzer")
-    assert (t.mode, t.quant, t.model, t.lora) == ("merged", "q8_0", tmp_path / "b" / "analyzer.q8_0.gguf", None)
-    t = bundle.target("informant", "f16")
-    assert t.model == tmp_path / "b" / "base.f16.gguf" and t.lora == tmp_path / "b" / "informant.lora.gguf"
-    assert bundle.target("reasoner").model == tmp_path / "b" / "base.q8_0.gguf"
-    t = bundle.target("drd")  # no files: the manifest's base, a registry name
-    assert t.is_registry_model and t.model == "smollm2-135m-instruct"
-    with pytest.raises(TmdError, match="no q4_k_m file"):
-        bundle.target("analyzer", "q4_k_m")
-
-
-def test_the_apps_reader_accepts_what_we_write(tmp_path):
-    app_bundle = pytest.importorskip("tmd_local.bundle")
-    make_bundle(tmp_path / "b")
-    loaded = app_bundle.load_bundle(tmp_path / "b")
-    assert {r: loaded.roles[r].mode for r in loaded.roles} == {
+    assert bundle.manifest == manifest
+    assert {r: bundle.roles[r].mode for r in bundle.roles} == {
         "analyzer": "merged", "informant": "adapter", "reasoner": "base", "drd": "base"}
-    assert loaded.roles["informant"].adapter.path.name == "informant.lora.gguf"
+    folder = (tmp_path / "b").resolve()
+    q8 = bundle.module_set()  # the manifest's default_quant
+    assert (q8.analyzer.path, q8.analyzer.quant, q8.analyzer.adapter) == (folder / "analyzer.q8_0.gguf", "q8_0", None)
+    f16 = bundle.module_set("f16")
+    assert f16.informant.path == folder / "base.f16.gguf" and f16.informant.adapter == folder / "informant.lora.gguf"
+    assert q8.reasoner.path == folder / "base.q8_0.gguf"
+    assert q8.drd.path == embedded_model.path  # no files: the manifest's base, a registry name
+    with pytest.raises(TmdError, match="no 'q4_k_m' files"):
+        bundle.module_set("q4_k_m")
 
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda m: m.update(format="other/1"), "format"),
-    (lambda m: m["modules"].pop("drd"), "modules.drd is missing"),
+    (lambda m: m["modules"].pop("drd"), "modules.drd': missing"),
     (lambda m: m["modules"]["analyzer"].update(mode="fused"), "mode"),
     (lambda m: m["modules"]["analyzer"]["files"]["f16"].update(file="../x.gguf"), "inside the bundle"),
     (lambda m: m["modules"]["analyzer"]["files"]["f16"].update(sha256="abc"), "64 hex"),
-    (lambda m: m["modules"]["informant"].pop("adapter"), "no adapter file"),
+    (lambda m: m["modules"]["informant"].pop("adapter"), "mode 'adapter' needs"),
     (lambda m: m["modules"]["analyzer"]["files"]["f16"].update(size=1), "the manifest says"),
     (lambda m: m["modules"]["analyzer"]["files"]["f16"].update(file="gone.gguf"), "missing"),
     (lambda m: m.update(base="base.q4_0.gguf"), "base base.q4_0.gguf is missing"),
@@ -89,7 +83,7 @@ def test_sha256_check_and_missing_manifest(tmp_path):
     make_bundle(tmp_path / "b")
     (tmp_path / "b" / "analyzer.f16.gguf").write_bytes(b"GGUFxxx")  # same size, other content
     B.read_manifest(tmp_path / "b", check="size")
-    with pytest.raises(TmdError, match="does not match its sha256"):
+    with pytest.raises(TmdError, match="sha256 mismatch"):
         B.read_manifest(tmp_path / "b", check="sha256")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "a.gguf").write_bytes(b"GGUF")
@@ -100,12 +94,12 @@ def test_sha256_check_and_missing_manifest(tmp_path):
 def test_mixing_roles_is_just_a_manifest(tmp_path):
     make_bundle(tmp_path / "a")
     B.set_roles(tmp_path / "a", {"analyzer": B.base_module_entry()})
-    assert B.read_manifest(tmp_path / "a").target("analyzer").model == "smollm2-135m-instruct"
+    assert B.read_manifest(tmp_path / "a").roles["analyzer"].files == {}  # runs on the manifest's base
     make_bundle(tmp_path / "src")
     entry = B.import_role(tmp_path / "a", tmp_path / "src", "informant")
     B.set_roles(tmp_path / "a", {"reasoner": entry})
-    t = B.read_manifest(tmp_path / "a", check="sha256").target("reasoner")
-    assert t.lora == tmp_path / "a" / "informant.lora.gguf"
+    reasoner = B.read_manifest(tmp_path / "a", check="sha256").roles["reasoner"]
+    assert reasoner.adapter.path == tmp_path / "a" / "informant.lora.gguf"
     with pytest.raises(TmdError, match="no files of its own"):
         B.import_role(tmp_path / "a", tmp_path / "src", "drd")
 

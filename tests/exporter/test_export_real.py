@@ -14,7 +14,7 @@ def test_real_base_with_lora(hf_base, converter, tmp_path):
     from llama_cpp import Llama
 
     from exporter.devtools import make_random_lora
-    from exporter.ggufinfo import read_info
+    from tmd_local.gguf_file import read_gguf_info
 
     adapters = tmp_path / "run" / "adapters"
     make_random_lora(hf_base, adapters / "analyzer", "analyzer", base_name="smollm2-135m-instruct",
@@ -25,7 +25,7 @@ def test_real_base_with_lora(hf_base, converter, tmp_path):
     bundle = B.read_manifest(out, check="sha256")
     m = bundle.manifest
     assert m["base"] == "smollm2-135m-instruct"  # a registry model: other roles run on it zero-shot
-    assert {r: e.mode for r, e in bundle.modules.items()} == {
+    assert {r: e.mode for r, e in bundle.roles.items()} == {
         "analyzer": "merged", "informant": "base", "reasoner": "base", "drd": "base"}
     files = m["modules"]["analyzer"]["files"]
     assert files["f16"]["top1_agreement"] >= 0.99, files["f16"]
@@ -37,7 +37,7 @@ def test_real_base_with_lora(hf_base, converter, tmp_path):
     print("\nreal base + LoRA:", {q: (f["top1_agreement"], f["bits_per_weight"], f["size"]) for q, f in files.items()},
           f"{result.seconds:.0f}s")
 
-    info = read_info(out / "analyzer.q8_0.gguf")
+    info = read_gguf_info(out / "analyzer.q8_0.gguf")
     assert info.tmd["tmd.role"] == "analyzer" and info.tmd["tmd.base"] == "smollm2-135m-instruct"
     assert "<|im_start|>" in info.chat_template and info.eos_token_ids == [2]
 

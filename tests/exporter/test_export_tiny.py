@@ -46,7 +46,7 @@ def test_bundle_contents_and_manifest(tiny_bundle, tiny_base):
     m = bundle.manifest
     assert m["base"] == "base.q8_0.gguf" and m["base_model"] == "tiny-llama"  # not a registry model
     assert m["llama_cpp_version"] and m["default_quant"] == "q8_0"
-    modes = {r: e.mode for r, e in bundle.modules.items()}
+    modes = {r: e.mode for r, e in bundle.roles.items()}
     assert modes == {"analyzer": "merged", "informant": "base", "reasoner": "base", "drd": "base"}
     analyzer = m["modules"]["analyzer"]
     assert list(analyzer["files"]) == QUANTS and analyzer["teacher"] == "random-dev"
@@ -67,7 +67,7 @@ def test_gguf_metadata_and_real_bits_per_weight(tiny_bundle, tiny_base):
     import gguf
     from transformers import AutoTokenizer
 
-    from tmd_local.memory import read_gguf_header
+    from tmd_local.gguf_file import read_gguf_header
 
     out, result, _ = tiny_bundle
     tok = AutoTokenizer.from_pretrained(str(tiny_base))
@@ -180,7 +180,7 @@ def test_interrupted_export_leaves_no_valid_looking_bundle_and_resumes(tiny_bund
     redone = [label for label, cached in rec.finished if not cached]
     # Quantizing is deterministic: the same bytes again, so even its verification is still valid.
     assert redone == ["setup: converter llama.cpp", "analyzer: quantize analyzer.q4_k_m.gguf"]
-    assert B.read_manifest(out, check="sha256").module("analyzer").quants == QUANTS
+    assert list(B.read_manifest(out, check="sha256").roles["analyzer"].files) == QUANTS
 
 
 def test_adapter_mode_bundle(tiny_bundle, tiny_adapters, tiny_base, tmp_path):
@@ -195,10 +195,11 @@ def test_adapter_mode_bundle(tiny_bundle, tiny_adapters, tiny_base, tmp_path):
     result = export(tiny_options(tiny_adapters, out, tiny_base, mode="adapter", zero_shot=[],
                                  quants=["f16", "q8_0"]))
     bundle = B.read_manifest(out, check="sha256")
-    t = bundle.target("analyzer")
-    assert (t.mode, t.model.name, t.lora.name) == ("adapter", "base.q8_0.gguf", "analyzer.lora.gguf")
-    assert list(bundle.module("analyzer").files) == ["f16", "q8_0"]
-    assert bundle.module("analyzer").files["q8_0"]["top1_agreement"] > 0.5
+    analyzer = bundle.module_set().analyzer
+    assert bundle.roles["analyzer"].mode == "adapter"
+    assert (analyzer.path.name, analyzer.adapter.name) == ("base.q8_0.gguf", "analyzer.lora.gguf")
+    files = bundle.manifest["modules"]["analyzer"]["files"]
+    assert list(files) == ["f16", "q8_0"] and files["q8_0"]["top1_agreement"] > 0.5
     assert result.manifest["modules"]["informant"] == {"mode": "base", "note": "not exported: zero-shot base model"}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmd_local.memory import read_gguf_header
+from tmd_local.gguf_file import read_gguf_header
 
 
 def write_lora(base: Path, out: Path, *, rank: int = 8, scale: float = 0.0, seed: int = 0,

@@ -1,12 +1,9 @@
-"""Sizes, GGUF headers, footprint estimates and budgets: no model is loaded here."""
-
-import time
+"""Sizes, footprint estimates and budgets: no model is loaded here."""
 
 import pytest
 
 from tmd_local.errors import TmdError
-from tmd_local.memory import (MIB, Footprint, MemoryBudget, estimate_footprint, parse_size,
-                              read_gguf_header)
+from tmd_local.memory import MIB, Footprint, MemoryBudget, estimate_footprint, parse_size
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -21,29 +18,6 @@ def test_parse_size_units(text, expected):
 def test_parse_size_rejects_with_an_example(text, fragment):
     with pytest.raises(TmdError, match=fragment):
         parse_size(text)
-
-
-def test_gguf_header_is_read_without_the_vocabulary(embedded_model):
-    started = time.perf_counter()
-    header = read_gguf_header(embedded_model.path)
-    assert time.perf_counter() - started < 1.0  # a full GGUFReader takes seconds on this file
-    assert header["general.architecture"] == "llama"
-    assert header["llama.block_count"] == 30 and header["llama.attention.head_count_kv"] == 3
-    assert header["tokenizer.ggml.tokens"] is None  # 49152 strings skipped, not decoded
-    assert "im_start" in header["tokenizer.chat_template"]
-
-
-def test_gguf_tensor_types_are_listed(embedded_model):
-    tensors = read_gguf_header(embedded_model.path, tensors=True)["tensors"]
-    assert len(tensors) == 272 and tensors["blk.0.attn_q.weight"] == 3  # q4_1
-
-
-def test_truncated_header_is_a_clear_error(tmp_path, embedded_model):
-    cut = tmp_path / "cut.gguf"
-    with open(embedded_model.path, "rb") as src, open(cut, "wb") as dst:
-        dst.write(src.read(4096))
-    with pytest.raises(TmdError, match="truncated or corrupt"):
-        read_gguf_header(cut)
 
 
 def test_footprint_is_file_plus_kv_cache_plus_overhead(embedded_model):
