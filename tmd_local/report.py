@@ -176,16 +176,18 @@ def _quant_table(rows: list[Row]) -> list[str]:
     """Accuracy, agreement with f16, size and cost of each quantization of the same models."""
     out = ["## Quantization", "",
            "Answer agreement: share of questions where the answer (or the lack of one) equals the f16 run's.", "",
-           "| system | dataset | quant | accuracy | agreement with f16 | file MB per module | bits/weight | peak RSS MB | s/question |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for (system, dataset, *_), by_quant in sorted(_families(rows).items()):
+           "| system | dataset | student | quant | accuracy | agreement with f16 | file MB per module | bits/weight | "
+           "peak RSS MB | s/question |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for (system, dataset, _, _, names), by_quant in sorted(_families(rows).items()):
+        student = ", ".join(sorted({name.split("/")[0] for name in names}))
         reference = by_quant.get("f16")
         for quant, row in sorted(by_quant.items(), key=lambda item: (item[0].count("="), item[0])):
             models = list(row.config["models"].values())
             agree = _agreement(reference, row) if reference else None
             sizes = _per_module(f"{m.get('size_bytes', 0) / 1e6:.0f}" for m in models)
             bits = _per_module(f"{m.get('bits_per_weight', 0):.2f}" for m in models)
-            out.append(f"| {system.upper()} | {dataset} | {quant} | {row.cell()} | "
+            out.append(f"| {system.upper()} | {dataset} | {student} | {quant} | {row.cell()} | "
                        f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {sizes} | {bits} | "
                        f"{row.runs[0].peak_rss_mb():.0f} | {row.runs[0].seconds_per_question():.1f} |")
     return out

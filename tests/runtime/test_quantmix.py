@@ -134,7 +134,7 @@ def test_report_shows_each_mix_and_the_per_module_sensitivity(tmp_path, bundle_d
     write_results(results, bundle_dir, "tmd", tmd_mix("f16", analyzer="q4_k_m"), correct=40, n=50, peak_mb=415)
     write_results(results, bundle_dir, "tmd", tmd_mix("q4_k_m"), correct=50, n=100, peak_mb=250)
     text = write_report([results], tmp_path / "rep" / "report.md").read_text()
-    assert "| TMD | strategyqa | f16,reasoner=q4_k_m | 52.0 (n=100" in text       # quant table, by mix
+    assert "| TMD | strategyqa | mixed | f16,reasoner=q4_k_m | 52.0 (n=100" in text  # quant table, by mix
     assert "| TMD | mixed f16,reasoner=q4_k_m | gold |" in text                  # accuracy table label
     sensitivity = text.split("## Per-module quantization sensitivity")[1]
     assert "| TMD | strategyqa | reasoner | f16 -> q4_k_m | 52.0 (n=100, CI 42-62) | -8.0 (n=100) | 92.0% |" in sensitivity
