@@ -3,14 +3,14 @@
 Candidates are the configurations of this bundle already evaluated by `tmd eval` (results JSONL):
 each one's modules are matched to the bundle's files by sha256, so a result counts only for the
 exact files that produced it. Memory is the peak RSS measured during that evaluation (one module
-resident at a time unless it ran with --keep-loaded), accuracy is pooled over every question
-measured for that mix. Nothing is extrapolated: a mix never evaluated is never picked.
+resident at a time unless it ran with --keep-loaded); accuracy is compared on the questions every
+mix that fits has answered, so a mix run on an easier subset does not win by that. Nothing is extrapolated: a mix never evaluated is never picked.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .bundle import ROLES, Bundle, QuantChoice
@@ -23,21 +23,31 @@ DEFAULT_RESULTS = Path("results")
 
 @dataclass(frozen=True)
 class Measured:
-    """One quant mix of one system's roles, as evaluated."""
+    """One quant mix of one system's roles, as evaluated: right or wrong per (dataset, question id)."""
     system: str
     per_role: tuple[tuple[str, str], ...]  # (role, quant), in ROLES order
-    correct: int
-    n: int
+    answers: dict[tuple[str, str], bool]
     peak_rss_mb: float
-    datasets: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.answers)
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.n
+        return sum(self.answers.values()) / self.n
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(sorted({dataset for dataset, _ in self.answers}))
 
     @property
     def quant_text(self) -> str:
         return QuantChoice.of(dict(self.per_role)).text
+
+    def on(self, questions: set) -> "Measured":
+        """The same mix scored on these questions only (so mixes run on different subsets compare fairly)."""
+        return replace(self, answers={q: ok for q, ok in self.answers.items() if q in questions})
 
     def describe(self) -> str:
         return (f"{self.quant_text}: {100 * self.accuracy:.1f}% on {self.n} {'+'.join(self.datasets)} "
@@ -61,8 +71,7 @@ def measured_mixes(bundle: Bundle, results: list[ConfigResult], system: str) -> 
         mix = _bundle_mix(result.config["models"], bundle)
         if mix:
             pooled[mix].append(result)
-    return [Measured(system, mix, sum(_correct(r) for r in runs), sum(r.n for r in runs),
-                     max(r.peak_rss_mb() for r in runs), tuple(sorted({r.config["dataset"] for r in runs})))
+    return [Measured(system, mix, _answers(runs), max(r.peak_rss_mb() for r in runs))
             for mix, runs in pooled.items()]
 
 
@@ -81,14 +90,20 @@ def _bundle_mix(models: dict, bundle: Bundle) -> tuple | None:
     return tuple(mix)
 
 
-def _correct(result: ConfigResult) -> int:
-    return sum(bool(r["correct"]) for r in result.records.values())
+def _answers(runs: list[ConfigResult]) -> dict[tuple[str, str], bool]:
+    return {(run.config["dataset"], qid): bool(record["correct"]) for run in runs for qid, record in run.records.items()}
 
 
 def best_within(candidates: list[Measured], budget_mb: float) -> Measured | None:
-    """Highest accuracy that fits; on a tie the smaller footprint."""
+    """Highest accuracy that fits, scored on the questions every fitting mix answered (all of each
+    mix's questions when they share none); on a tie the smaller footprint."""
     fitting = [c for c in candidates if c.peak_rss_mb <= budget_mb]
-    return max(fitting, key=lambda c: (c.accuracy, -c.peak_rss_mb), default=None)
+    if not fitting:
+        return None
+    common = set.intersection(*(set(c.answers) for c in fitting))
+    if common:
+        fitting = [c.on(common) for c in fitting]
+    return max(fitting, key=lambda c: (c.accuracy, -c.peak_rss_mb))
 
 
 def pick_quant(bundle: Bundle, budget_text: str, systems: tuple[str, ...],

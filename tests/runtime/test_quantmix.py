@@ -85,6 +85,16 @@ def test_one_module_quantized_wins_when_it_is_what_fits(tmp_path, bundle_dir):
     assert load_bundle(bundle_dir).module_set(quant).reasoner.quant == "q4_k_m"
 
 
+def test_mixes_are_compared_on_the_questions_they_all_answered(tmp_path, bundle_dir):
+    results = tmp_path / "r.jsonl"
+    # f16: 200 questions, right on the first 100 only (50% overall); the mix: the first 100, 60% right.
+    write_results(results, bundle_dir, "tmd", tmd_mix("f16"), correct=100, n=200, peak_mb=420)
+    write_results(results, bundle_dir, "tmd", tmd_mix("f16", reasoner="q4_k_m"), correct=60, n=100, peak_mb=415)
+    quant, [pick] = pick_quant(load_bundle(bundle_dir), "1GB", ("tmd",), (results,))
+    assert quant == "f16" and pick.n == 100 and pick.accuracy == 1.0  # on the shared first 100
+    assert pick.describe() == "f16: 100.0% on 100 strategyqa questions, peak 420 MiB"
+
+
 def test_systems_combine_into_one_quant_text(bundle_dir, measured):
     quant, picks = pick_quant(load_bundle(bundle_dir), "300MiB", ("tmd", "drd"), (measured,))
     assert quant == "q8_0" and [p.system for p in picks] == ["tmd", "drd"]
