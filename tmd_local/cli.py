@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -47,11 +48,15 @@ def generation_options(func):
     return func
 
 
-def runtime_options(func):
+def runtime_options(func=None, *, several_bundles: bool = False):
     """Where the modules come from and how they share memory (docs/FORMATS.md §5, tmd_local/runner.py)."""
+    if func is None:
+        return functools.partial(runtime_options, several_bundles=several_bundles)
     decorators = [
-        click.option("--bundle", type=click.Path(path_type=Path), default=None,
-                     help="Bundle folder (models/<bundle>) or its manifest.json; replaces --model."),
+        click.option("--bundle", "bundles" if several_bundles else "bundle", type=click.Path(path_type=Path),
+                     multiple=several_bundles, default=() if several_bundles else None,
+                     help="Bundle folder (models/<bundle>) or its manifest.json; replaces --model."
+                          + (" Repeat to evaluate several." if several_bundles else "")),
         click.option("--quant", default=None,
                      help="Bundle quantization (default: its default_quant, else q8_0); "
                           "'q8_0+lora' runs merged roles as base + LoRA where shipped; "
@@ -219,10 +224,10 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
-@runtime_options
+@runtime_options(several_bundles=True)
 @one_line_errors
 def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
-             n_ctx, threads, temperature, bundle, quant, max_memory, memory_budget, results_paths, keep_loaded):
+             n_ctx, threads, temperature, bundles, quant, max_memory, memory_budget, results_paths, keep_loaded):
     """Accuracy of systems on benchmark splits, with 95% confidence intervals."""
     from .datasets import load_questions
     from .evaluate import run_config
@@ -236,10 +241,10 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
                        "every seed; set --temperature > 0 or use --seeds 1")
     if data_path and len(datasets) > 1:
         raise TmdError("--data-path: give one --dataset with it")
-    modules, pool, source = build_runtime(model, bundle, quant, max_memory, keep_loaded,
-                                          build_settings(n_ctx, threads, temperature, 0),
-                                          systems=systems or ("tmd",), memory_budget=memory_budget,
-                                          results_paths=results_paths)
+    runtimes = [build_runtime(model, bundle, quant, max_memory, keep_loaded,
+                              build_settings(n_ctx, threads, temperature, 0), systems=systems or ("tmd",),
+                              memory_budget=memory_budget, results_paths=results_paths)
+                for bundle in bundles or (None,)]  # every bundle is checked before anything runs
     summaries = []
     for dataset in datasets:
         questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
@@ -247,7 +252,7 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
         if report.skipped:
             err_console.print(f"[yellow]skipped {len(report.skipped)} malformed records[/yellow], "
                               f"first: {report.skipped[0]}", highlight=False)
-        for system in systems or ("tmd",):
+        for (modules, pool, source), system in itertools.product(runtimes, systems or ("tmd",)):
             for seed in range(seeds):
                 settings = build_settings(n_ctx, threads, temperature, seed)
                 config = label_with_bundle(run_config(system, modules, settings, dataset=dataset,

@@ -273,3 +273,36 @@ def test_eval_mixes_then_memory_budget_picks_from_the_measured_results(tiny_bund
                                 "--n-ctx", "512", "--json"])
     assert asked.exit_code == 0, asked.output
     assert f"--memory-budget 10GB: TMD runs {best.quant_text}:" in asked.output
+
+
+def test_eval_over_two_bundles_gives_the_table_3_rows(tiny_bundle, tmp_path):
+    """`tmd eval --bundle A --bundle B`: one results file, one configuration per bundle, and the
+    report's ablation column says which modules each one fine-tuned (from the manifests)."""
+    import json
+
+    from tmd_local.cli import cli
+
+    out, _, _ = tiny_bundle
+    ablated = tmp_path / "tiny-zero-shot-analyzer"
+    shutil.copytree(out, ablated, ignore=shutil.ignore_patterns("merged", ".tmd-export"))
+    manifest = json.loads((ablated / "manifest.json").read_text())
+    manifest["modules"]["analyzer"] = {"mode": "base"}  # the Analyzer role played by the base model
+    (ablated / "manifest.json").write_text(json.dumps(manifest))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "q0", "question": "Is 2 even?", "options": {"A": "yes", "B": "no"},
+                                     "answer": "A"}) + "\n")
+    runner = CliRunner()
+    args = ["eval", "--dataset", "strategyqa", "--data-path", str(questions), "--bundle", str(out),
+            "--bundle", str(ablated), "--quant", "q8_0", "--threads", "1", "--n-ctx", "512",
+            "--out", str(tmp_path / "r.jsonl")]
+    ran = runner.invoke(cli, args)
+    assert ran.exit_code == 0, ran.output
+    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["config"]["models"]["analyzer"]["mode"] for r in lines] == ["merged", "base"]
+    report = runner.invoke(cli, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "rep" / "r.md")])
+    assert report.exit_code == 0, report.output
+    text = (tmp_path / "rep" / "r.md").read_text()
+    assert "| random-dev | analyzer |" in text and "| random-dev | none (zero-shot) |" in text
+    missing = runner.invoke(cli, args[:-2] + ["--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "x.jsonl")])
+    assert missing.exit_code == 1 and "no bundle manifest here" in missing.output
+    assert not (tmp_path / "x.jsonl").exists()  # every bundle is checked before anything runs
