@@ -4,7 +4,8 @@ Candidates are the configurations of this bundle already evaluated by `tmd eval`
 each one's modules are matched to the bundle's files by sha256, so a result counts only for the
 exact files that produced it. Memory is the peak RSS measured during that evaluation (one module
 resident at a time unless it ran with --keep-loaded); accuracy is compared on the questions every
-mix that fits has answered, so a mix run on an easier subset does not win by that. Nothing is extrapolated: a mix never evaluated is never picked.
+mix that fits has answered, so a mix run on an easier subset does not win by that. Nothing is
+extrapolated: a mix never evaluated is never picked.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bundle import QuantChoice
 from .evaluate import SPEED_ONLY_SETTINGS, config_key, wilson_interval
 from .jsonl import read_jsonl
 
@@ -157,8 +158,6 @@ def _detail_table(rows: list[Row]) -> list[str]:
 
 def quant_mix(config: dict) -> str:
     """Each role's quantization as `--quant` text: 'f16', or 'f16,reasoner=q4_k_m' for a mix."""
-    from .bundle import QuantChoice
-
     return QuantChoice.of({role: m.get("file_type") or "?" for role, m in config["models"].items()}).text
 
 
@@ -198,11 +197,12 @@ def _sensitivity_table(rows: list[Row]) -> list[str]:
     lines = []
     for (system, dataset, *_), by_quant in sorted(_families(rows).items()):
         for mix, row in sorted(by_quant.items()):
-            default, *overrides = mix.split(",")
-            reference = by_quant.get(default)
-            if len(overrides) != 1 or reference is None:
+            choice = QuantChoice.parse(mix)
+            reference = by_quant.get(choice.default)
+            if len(choice.per_role) != 1 or reference is None:
                 continue
-            role, quant = overrides[0].split("=")
+            [(role, quant)] = choice.per_role.items()
+            default = choice.default
             common = set(reference.runs[0].records) & set(row.runs[0].records)
             if not common:
                 continue
