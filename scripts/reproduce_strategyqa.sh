@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 TRAIN=${TRAIN:-50}          # StrategyQA train questions the gold teacher answers
 TEST=${TEST:-200}           # first N StrategyQA test questions evaluated
-SENS=${SENS:-100}           # first N test questions for one-module-at-a-time quantization
+SENS=${SENS:-100}           # first N test questions for one-module-at-a-time quantization and Table 3
 OTHER=${OTHER:-100}         # first N OBQA and MedQA test questions, zero-shot
 THREADS=${THREADS:-1}       # llama.cpp threads per eval (answers do not depend on it)
 NAME=sqa${TRAIN}
@@ -43,6 +43,15 @@ for role in reasoner analyzer informant; do  # one module at a time in q4_k_m, t
     step "eval-f16-$role-q4_k_m" "$TMD" eval --dataset strategyqa --split test --limit "$SENS" \
         --threads "$THREADS" --batch-size 50 --system tmd --bundle "models/$NAME" \
         --quant "f16,$role=q4_k_m" --out "results/$NAME-strategyqa-sensitivity.jsonl"
+done
+# Table 3 analog: only some modules fine-tuned, the others played by the base model (mode base).
+for ablation in "reasoner-only reasoner,drd analyzer,informant" "no-reasoner analyzer,informant reasoner,drd"; do
+    read -r label tuned zero_shot <<< "$ablation"
+    step "export-$label" "$TMD" export --adapters "runs/$NAME/adapters" --modules "$tuned" --zero-shot "$zero_shot" \
+        --quant q8_0 --out "models/$NAME-$label"
+    step "eval-$label" "$TMD" eval --dataset strategyqa --split test --limit "$SENS" --threads "$THREADS" \
+        --batch-size 50 --system tmd --bundle "models/$NAME-$label" --quant q8_0 \
+        --out "results/$NAME-$label-strategyqa.jsonl"
 done
 for system in tmd drd; do  # zero-shot: the embedded model itself in every role
     step "eval-zero-shot-$system" "$TMD" eval "${EVAL[@]}" --system "$system" --out "results/zs-strategyqa-$system.jsonl"
