@@ -262,7 +262,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
             ax.set_xlabel(xlabel)
         axes[0][0].set_ylabel("accuracy (%)")
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[s], label=s) for s in students]
-        handles += [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=label)
+        handles += [plt.Line2D([], [], marker=m, linestyle="", color="black", markerfacecolor="none", label=label)
                     for m, label in (("o", "TMD"), ("s", "DRD"))]
         fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
