@@ -580,11 +580,13 @@ class Exporter:
         finally:
             raw.unlink(missing_ok=True)
 
+    def _quant_fp(self, source: Path, quant: str) -> str:
+        return _sha("quant/1", self.state["files"][self._key(source)]["sha256"], quant, self.converter.version)
+
     def _quantize(self, module: str, source: Path, final: Path, quant: str) -> dict:
         from .quant import quantize
 
-        fp = _sha("quant/1", self.state["files"][self._key(source)]["sha256"], quant,
-                  self.converter.version)
+        fp = self._quant_fp(source, quant)
         with self._step(module, "quantize", final.name) as box:
             if self._file_done(final, fp):
                 box["cached"] = True
@@ -600,7 +602,12 @@ class Exporter:
         paths: dict[str, Path] = {}
         f16 = (self.out if "f16" in self.quants else self.work / "work") / f"{stem}.f16.gguf"
         f16.parent.mkdir(parents=True, exist_ok=True)
-        self._convert_hf(module, hf_dir, f16, "f16", _sha(fp_base, "f16", self.converter.version, meta), meta)
+        f16_fp = _sha(fp_base, "f16", self.converter.version, meta)
+        if self._only_feeds_finished_files(f16, f16_fp, stem):
+            with self._step(module, "convert", f16.name) as box:
+                box["cached"] = True
+        else:
+            self._convert_hf(module, hf_dir, f16, "f16", f16_fp, meta)
         for q in self.quants:
             final = self.out / f"{stem}.{q}.gguf"
             if q == "f16":
@@ -611,6 +618,15 @@ class Exporter:
                 self._quantize(module, f16, final, q)
             paths[q] = final
         return paths
+
+    def _only_feeds_finished_files(self, f16: Path, f16_fp: str, stem: str) -> bool:
+        """An f16 kept only as the quantizer's input (work/, removed when an export finishes) need not
+        be rebuilt on a rerun when every file quantized from this very f16 is still done."""
+        record = self.state["files"].get(self._key(f16))
+        if "f16" in self.quants or not record or record.get("fingerprint") != f16_fp:
+            return False
+        return all(self._file_done(self.out / f"{stem}.{q}.gguf", self._quant_fp(f16, q))
+                   for q in self.quants if q not in FLOAT_TYPES)
 
     def _merged_gguf_files(self, a: AdapterInfo) -> dict[str, dict]:
         meta = self._gguf_metadata(a.module, "merged", a)

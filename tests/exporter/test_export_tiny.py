@@ -144,6 +144,25 @@ def test_rerun_skips_finished_work(tiny_bundle, tiny_adapters, tiny_base):
     assert again.seconds < 30
 
 
+def test_rerun_without_f16_does_not_rebuild_the_removed_intermediate(tiny_adapters, tiny_base, tmp_path):
+    """q8_0 only: the f16 it is quantized from lives in work/ and is removed when the export ends;
+    a rerun finds every q8_0 file done and must not convert that f16 again."""
+    out = tmp_path / "q8-only"
+    first = Recorder()
+    export(tiny_options(tiny_adapters, out, tiny_base, quants=["q8_0"]), first)
+    assert any("convert" in label and not cached for label, cached in first.finished)
+    assert not list(out.glob("**/*.f16.gguf"))  # the intermediate is gone
+    again = Recorder()
+    export(tiny_options(tiny_adapters, out, tiny_base, quants=["q8_0"]), again)
+    assert all(cached for label, cached in again.finished if "converter" not in label), again.finished
+    (out / "analyzer.q8_0.gguf").unlink()  # a product missing: the intermediate is rebuilt for it
+    third = Recorder()
+    export(tiny_options(tiny_adapters, out, tiny_base, quants=["q8_0"]), third)
+    redone = [label for label, cached in third.finished if not cached and "converter" not in label]
+    assert "analyzer: convert analyzer.f16.gguf" in redone and "analyzer: quantize analyzer.q8_0.gguf" in redone
+    assert B.read_manifest(out, check="sha256").manifest["modules"]["analyzer"]["files"]["q8_0"]
+
+
 def test_interrupted_export_leaves_no_valid_looking_bundle_and_resumes(tiny_bundle, tiny_adapters,
                                                                       tiny_base, tmp_path, monkeypatch):
     import exporter.quant
