@@ -41,7 +41,8 @@ def _consoles():
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with <dataset>/<split>.jsonl (default: $TMD_DATA_DIR or ../shared/data).")
 @click.option("--teacher", "teacher_spec", required=True,
-              help="gold | openai:<model> | gguf:<path or registry name>.")
+              help="gold[:rationale|:facts] | openai:<model> | gguf:<path or registry name>. gold's "
+                   "Reasoner learns the recorded rationale (default) or steps built from the facts.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder, e.g. runs/<name>/teacher. Rerunning the same command resumes.")
 @click.option("--concurrency", type=int, default=4, show_default=True,
@@ -81,7 +82,7 @@ def teach(dataset, split, limit, data_path, data_dir, teacher_spec, out, concurr
                           f"first: {report.skipped[0]}", highlight=False)
     prepare_out_dir(out)
     cfg = RunConfig(dataset=dataset, split=split, limit=limit, source=report.source, out=out,
-                    teacher="gold", keep_wrong=keep_wrong, temperature=temperature)
+                    teacher=spec.label, keep_wrong=keep_wrong, temperature=temperature)
     if spec.kind == "gold":
         summary = run_gold(questions, cfg)
     else:

@@ -6,8 +6,11 @@ StrategyQA (human annotations, plus ChatGPT rationales recorded by KARD):
 - Informant: the human facts, each assigned to one retrieval subquestion (see assign_facts); a
   subquestion's target is its facts joined by spaces. Subquestions that got no fact (typically the
   final comparison step, "Is #1 before #2?") have no Informant record.
-- Reasoner: input = question + subquestions + their facts; target = the facts as numbered steps,
-  a closing step naming the gold option, then "Final Answer: <gold letter>".
+- Reasoner: input = question + subquestions + their facts. Target (`gold:rationale`, the default):
+  the same recorded rationale DRD learns (KARD's setup, so TMD and DRD learn the same reasoning and
+  TMD additionally gets decomposition and knowledge); no matching rationale -> rejected, as for DRD.
+  `gold:facts`: the facts as numbered steps, a closing step naming the gold option, then
+  "Final Answer: <gold letter>".
 - DRD: the first recorded rationale whose answer is the gold one, split into numbered steps,
   ending with "Final Answer: <gold letter>". None matches -> rejected (no_matching_rationale).
   A rationale's answer is tmd_local.parsing.parse_answer's, or, when that finds none, the one
@@ -20,10 +23,10 @@ skipped in the summary.
 
 from __future__ import annotations
 
-import itertools
 import re
 
 from tmd_local import prompts
+from tmd_local.gold import gold_knowledge, readable_subquestions
 from tmd_local.parsing import parse_answer
 from tmd_local.records import Question
 
@@ -36,11 +39,6 @@ _STATED = re.compile(
     r"\b(?:option|choice|answer)\s*\(?([A-Z])\)?(?:,[^,.]{0,80},)?\s+(?:is|would be|seems to be)\s+"
     r"(?:the\s+)?(?:correct|right|best|most\s+(?:accurate|appropriate|suitable|likely|logical|reasonable))\b",
     re.I)
-_STOPWORDS = frozenset(
-    "the a an of in on at to for from by with and or is are was were be been did does do what which "
-    "who whom whose when where why how that this these those it its as than then there their they he "
-    "she his her have has had can could would will not any all some many much most more into about "
-    "over under one".split())
 
 
 def supports_decomposition(q: Question) -> bool:
@@ -61,76 +59,29 @@ def gold_outcome(q: Question, ctx: Context) -> Outcome:
 
 def _add_tmd_from_annotations(q: Question, ctx: Context, out: Outcome) -> None:
     subquestions = readable_subquestions(q.extra.get("decomposition") or [])
-    facts = [f.strip() for f in q.extra.get("facts") or [] if f and f.strip()]
     analyzer = record(ctx, q.id, "analyzer", prompts.analyzer_messages(q),
                       prompts.format_subquestions(subquestions))
-    if not subquestions or not facts or q.answer is None:
+    gold = gold_knowledge(q)
+    if gold is None or q.answer is None:
         out.add(analyzer, NO_DECOMPOSITION_DATA)
         return
-    knowledge = assign_facts(subquestions, facts, retrieval_steps(q, len(subquestions)))
+    subquestions, knowledge = gold
     out.add(analyzer, None)
     for i, (sq, kn) in enumerate(zip(subquestions, knowledge), start=1):
         if kn:
             out.add(record(ctx, informant_id(q.id, i), "informant", prompts.informant_messages(sq), kn),
                     None)
-    out.add(record(ctx, q.id, "reasoner", prompts.reasoner_messages(q, subquestions, knowledge),
-                   facts_reasoning(q, knowledge)), None)
+    messages = prompts.reasoner_messages(q, subquestions, knowledge)
+    if reasoner_target_kind(ctx) == "facts":
+        out.add(record(ctx, q.id, "reasoner", messages, facts_reasoning(q, knowledge)), None)
+        return
+    text, reason = matching_rationale(q)
+    out.add(record(ctx, q.id, "reasoner", messages, rationale_target(text, q.answer) if text else ""), reason)
 
 
-def readable_subquestions(decomposition: list[str]) -> list[str]:
-    out = []
-    for sq in decomposition:
-        sq = re.sub(r"#(\d+)", r"the answer to subquestion \1", " ".join(str(sq).split()))
-        if sq:
-            out.append(sq[0].upper() + sq[1:] + ("" if sq.endswith("?") else "?"))
-    return out
-
-
-def retrieval_steps(q: Question, n: int) -> list[int]:
-    """Indices of the subquestions answered by looking something up, as opposed to "operation"
-    steps that only combine earlier answers. StrategyQA's evidence marks them per annotator: a step
-    is retrieval when any annotator cited a paragraph for it. Without evidence, every step counts."""
-    evidence = q.extra.get("evidence") or []
-    steps = [i for i in range(n)
-             if any(i < len(ann) and any(isinstance(item, list) for item in ann[i]) for ann in evidence
-                    if isinstance(ann, list))]
-    return steps or list(range(n))
-
-
-def assign_facts(subquestions: list[str], facts: list[str], steps: list[int]) -> list[str]:
-    """Knowledge per subquestion: each fact goes to one retrieval step. Steps and facts are first
-    matched one-to-one maximizing shared content words (ties keep the annotators' order), then any
-    leftover fact joins the step it shares most words with."""
-    words = [_content_words(sq) for sq in subquestions]
-    score = lambda f, s: len(_content_words(facts[f]) & words[s]) + (0.1 if f == steps.index(s) else 0)
-    pairs = _best_matching(len(facts), steps, score)
-    for f in range(len(facts)):
-        if f not in pairs:
-            pairs[f] = max(steps, key=lambda s: (score(f, s), -s))
-    knowledge = [[] for _ in subquestions]
-    for f in sorted(pairs):
-        knowledge[pairs[f]].append(facts[f])
-    return [" ".join(k) for k in knowledge]
-
-
-def _best_matching(n_facts: int, steps: list[int], score) -> dict[int, int]:
-    """fact -> step, one-to-one over min(facts, steps) pairs, by brute force (both are <= 5 here)."""
-    best, best_total = {}, -1.0
-    if n_facts >= len(steps):
-        candidates = ((dict(zip(perm, steps))) for perm in itertools.permutations(range(n_facts), len(steps)))
-    else:
-        candidates = (dict(zip(range(n_facts), perm)) for perm in itertools.permutations(steps, n_facts))
-    for pairs in itertools.islice(candidates, 50_000):  # a bound for unusual records
-        total = sum(score(f, s) for f, s in pairs.items())
-        if total > best_total:
-            best, best_total = pairs, total
-    return best
-
-
-def _content_words(text: str) -> set[str]:
-    tokens = re.findall(r"[a-z0-9]+", text.lower())
-    return {t[:-1] if len(t) > 3 and t.endswith("s") else t
-            for t in tokens if len(t) > 2 and t not in _STOPWORDS}
+def reasoner_target_kind(ctx: Context) -> str:
+    """'rationale' or 'facts', from the resolved teacher label ('gold:facts')."""
+    return ctx.teacher.partition(":")[2] or "rationale"
 
 
 def facts_reasoning(q: Question, knowledge: list[str]) -> str:

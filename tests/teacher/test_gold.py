@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from teacher.gold import assign_facts, rationale_answer, rationale_target, readable_subquestions
+from teacher.gold import rationale_answer, rationale_target
+from tmd_local.gold import assign_facts, readable_subquestions
 from teacher.traces import numbered_steps
 from teacher_helpers import all_records, ids_once, teach
 from tmd_local.parsing import parse_answer, parse_subquestions
@@ -56,7 +57,7 @@ def test_gold_strategyqa_slice(data_dir, tmp_path):
     files = all_records(out)
     assert len(ids_once(files, "analyzer")) == len(ids_once(files, "drd")) == 5
     for rec in files["analyzer"]:
-        assert rec["teacher"] == "gold" and rec["prompt_version"] == PROMPT_VERSION
+        assert rec["teacher"] == "gold:rationale" and rec["prompt_version"] == PROMPT_VERSION
         subquestions = parse_subquestions(rec["target"])
         assert 1 <= len(subquestions) and "#" not in rec["target"]
         assert rec["target"] == "\n".join(f"{i}. {s}" for i, s in enumerate(subquestions, 1))  # round trip
@@ -68,9 +69,31 @@ def test_gold_strategyqa_slice(data_dir, tmp_path):
         assert rec["target"].endswith(f"\nFinal Answer: {gold[rec['id']]}")
         assert parse_answer(rec["target"], YES_NO) == gold[rec["id"]]
         assert rec["target"].startswith("1. ")
+    drd = {r["id"]: r["target"] for r in files["drd"]}
+    for rec in files["reasoner"]:  # the default: the Reasoner learns DRD's rationale, given the facts
+        assert rec["target"] == drd[rec["id"]] and "Knowledge: " in rec["messages"][0]["content"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["teacher"] == "gold" and summary["questions"] == 5 and summary["limit"] == 5
+    assert summary["teacher"] == "gold:rationale" and summary["questions"] == 5 and summary["limit"] == 5
     assert summary["modules"]["informant"]["kept"] == len(files["informant"])
+
+
+def test_gold_facts_reasoner_builds_steps_from_the_facts(data_dir, tmp_path):
+    out = tmp_path / "gold"
+    result = teach("--dataset", "strategyqa", "--limit", "5", "--teacher", "gold:facts", "--out", out,
+                   "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    files = all_records(out)
+    drd = {r["id"]: r["target"] for r in files["drd"]}
+    assert files["reasoner"] and all(r["teacher"] == "gold:facts" for r in files["reasoner"])
+    for rec in files["reasoner"]:
+        assert rec["target"] != drd.get(rec["id"]) and '\nFinal Answer: ' in rec["target"]
+        assert "So the answer to" in rec["target"]
+
+
+def test_gold_unknown_reasoner_target_is_one_line(data_dir, tmp_path):
+    result = teach("--dataset", "strategyqa", "--limit", "1", "--teacher", "gold:magic", "--out",
+                   tmp_path / "g", "--data-dir", data_dir)
+    assert result.exit_code == 1 and "rationale, facts" in result.output
 
 
 def test_gold_obqa_has_reasoning_targets_only(data_dir, tmp_path):
