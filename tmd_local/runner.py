@@ -46,6 +46,10 @@ class GenerationSettings:
     seed: int = 0
     max_tokens: dict[str, int] = field(default_factory=lambda: {
         "analyzer": 128, "informant": 128, "reasoner": 320, "drd": 384})
+    # Keep the KV cache between generations of a resident module, so a prompt sharing its start with
+    # the previous one (every prompt of a role opens with the same instructions) evaluates only the
+    # rest. Off: each prompt is evaluated from scratch (kept for measuring; the tokens are the same).
+    prefix_cache: bool = True
 
     @property
     def n_batch(self) -> int:
@@ -78,6 +82,7 @@ class Generation:
     completion_tokens: int
     seconds: float
     finish_reason: str
+    prompt_ids: list[int] = field(default_factory=list, repr=False)
 
     @property
     def tokens_per_second(self) -> float:
@@ -141,6 +146,7 @@ class LoadedModule:
             rc = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         if rc != 0:
             raise TmdError(f"{path or self.model.path}: llama.cpp refused to set the adapter (code {rc})")
+        self._llm.reset()  # the KV cache was computed with the previous adapter
         self.adapter = path
         return time.perf_counter() - started
 
@@ -167,7 +173,10 @@ class LoadedModule:
             raise TmdError(f"prompt of {len(tokens)} tokens does not fit the context of "
                            f"{self.settings.n_ctx} tokens (raise --n-ctx)")
         max_tokens = min(max_tokens, room)
-        self._llm.reset()  # each prompt stands alone; no KV reuse between unrelated prompts
+        if not sampling.prefix_cache:
+            self._llm.reset()  # evaluate the whole prompt again
+        # Otherwise llama-cpp-python keeps the longest common prefix of the cached tokens and this
+        # prompt, and evaluates only what follows it.
         started = time.perf_counter()
         pieces, count, finish = [], 0, "length"
         stream = self._llm.create_completion(
@@ -191,7 +200,68 @@ class LoadedModule:
         # on EOS leaves out the EOS, which is no output; a stop at max_tokens leaves out a real token.
         evaluated = max(0, self._llm.n_tokens - len(tokens))
         completion_tokens = evaluated + (finish == "length") if evaluated else count
-        return Generation("".join(pieces).strip(), len(tokens), completion_tokens, seconds, finish)
+        return Generation("".join(pieces).strip(), len(tokens), completion_tokens, seconds, finish, tokens)
+
+    # --- scoring: probabilities read from the model instead of parsed from its text -------------
+    def option_probabilities(self, prompt_ids: list[int], reasoning: str, letters: list[str]) -> dict[str, float]:
+        """P(letter | prompt + reasoning + "\nFinal Answer:"), normalized over the options.
+
+        Run right after the reasoning was generated, so the KV cache already holds prompt +
+        reasoning and only the appended answer line is evaluated. Reasoning that filled the context
+        loses its last tokens to make room for the answer line."""
+        cue = self.tokenize(ANSWER_CUE)
+        room = max(0, self.settings.n_ctx - len(prompt_ids) - len(cue))
+        tokens = prompt_ids + self.tokenize(reasoning)[:room] + cue
+        logits = self._logits_after(tokens)
+        ids = self._letter_token_ids(letters)
+        return softmax_over({letter: float(logits[i]) for letter, i in ids.items()})
+
+    def continuation_logprobs(self, context: str, continuations: list[str]) -> list[tuple[float, int]]:
+        """(sum of log-probabilities, token count) of each continuation after `context`, as
+        lm-evaluation-harness scores multiple choice; the context is evaluated once."""
+        import numpy as np
+
+        context_ids = self._llm.tokenize(context.encode("utf-8"), add_bos=True, special=False)
+        results = []
+        for continuation in continuations:
+            whole = self._llm.tokenize((context + continuation).encode("utf-8"), add_bos=True, special=False)
+            common = _common_prefix(context_ids, whole)
+            if common == 0:
+                raise TmdError("multiple choice: the context tokenizes to nothing")
+            total, position = 0.0, common
+            logits = self._logits_after(whole[:common])
+            for token in whole[common:]:
+                shifted = logits - logits.max()
+                total += float(shifted[token] - np.log(np.exp(shifted).sum()))
+                position += 1
+                if position < len(whole):
+                    logits = self._logits_after(whole[:position])
+            results.append((total, len(whole) - common))
+        return results
+
+    def _logits_after(self, tokens: list[int]):
+        """Logits for the token after `tokens`, evaluating only what the KV cache does not hold."""
+        if len(tokens) > self.settings.n_ctx:
+            raise TmdError(f"scoring needs {len(tokens)} tokens, more than the context of "
+                           f"{self.settings.n_ctx} (raise --n-ctx)")
+        import numpy as np
+
+        llm = self._llm
+        cached = _common_prefix(list(llm.input_ids[:llm.n_tokens]), tokens) if self.settings.prefix_cache else 0
+        cached = min(cached, len(tokens) - 1)  # the last token is evaluated again: its logits are needed
+        llm.n_tokens = cached
+        llm.eval(tokens[cached:])  # drops the cache past `cached`, decodes the rest
+        # llama-cpp-python keeps no logits unless logits_all; the context holds the last token's row.
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
+    def _letter_token_ids(self, letters: list[str]) -> dict[str, int]:
+        """The token each option letter starts with after "Final Answer:" (" B" is one token)."""
+        ids = {letter: self._llm.tokenize(f" {letter}".encode("utf-8"), add_bos=False, special=False)[0]
+               for letter in letters}
+        if len(set(ids.values())) != len(ids):
+            raise TmdError(f"{self.model.path.name}: option letters {letters} share a first token; "
+                           "their probabilities cannot be told apart")
+        return ids
 
     def close(self) -> None:
         if self._llm is None:
@@ -207,12 +277,37 @@ class LoadedModule:
         self._llm = None
 
 
+ANSWER_CUE = "\nFinal Answer:"  # the prompts' answer line; the letter follows as " B"
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def softmax_over(logits: dict[str, float]) -> dict[str, float]:
+    """Probabilities from logits (or log-probabilities), over just these choices."""
+    import math
+
+    top = max(logits.values())
+    weights = {k: math.exp(v - top) for k, v in logits.items()}
+    total = sum(weights.values())
+    return {k: w / total for k, w in weights.items()}
+
+
 def _open_llama(model: ModelRef, settings: GenerationSettings):
     from llama_cpp import Llama  # late: importing llama.cpp costs time the CLI's --help should not pay
 
     try:
+        # n_threads_batch follows n_threads: llama-cpp-python would otherwise start one prompt thread
+        # per core, which spin against whatever else shares the machine.
         return Llama(model_path=str(model.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
-                     n_batch=settings.n_batch, seed=settings.seed, verbose=False)
+                     n_threads_batch=settings.n_threads, n_batch=settings.n_batch, seed=settings.seed,
+                     verbose=False)
     except (ValueError, RuntimeError) as e:
         raise TmdError(f"{model.path}: llama.cpp could not load it ({e})") from None
 
