@@ -468,7 +468,7 @@ class Exporter:
         return {"mode": None, "source_adapter": str(a.path), "adapter_sha256": a.weights_sha256,
                 "teacher": a.tmd.get("teacher"), "data": a.tmd.get("data"),
                 "prompt_version": a.tmd.get("prompt_version"), "rank": a.rank, "lora_alpha": a.alpha,
-                "trained_with_tmd": a.tmd.get("tmd_version")}
+                "trained_with_tmd": a.tmd.get("tmd_version"), "training": a.tmd.get("training")}
 
     def _gguf_metadata(self, role: str, mode: str, a: AdapterInfo | None) -> dict[str, str]:
         meta = {"tmd.role": role, "tmd.mode": mode, "tmd.base": self.base_name, "tmd.version": TMD_VERSION}

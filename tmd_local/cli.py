@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from .errors import TmdError
+from .pipeline import SYSTEMS
 from .registry import DEFAULT_MODEL
 
 console = Console()
@@ -37,7 +38,8 @@ def generation_options(func):
     decorators = [
         click.option("--model", default=DEFAULT_MODEL, show_default=True,
                      help="Registry name or .gguf path used for every module (zero-shot)."),
-        click.option("--system", type=click.Choice(["tmd", "drd"]), default="tmd", show_default=True),
+        click.option("--system", type=click.Choice(["tmd", "drd", "mc"]), default="tmd", show_default=True,
+                     help="mc: no reasoning, the log-likelihood of each option's text."),
         click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens."),
         click.option("--threads", type=int, default=None, help="CPU threads (default: all cores)."),
         click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
@@ -98,8 +100,12 @@ def label_with_bundle(config: dict, source) -> dict:
     """Name the teacher and each role's mode (fine-tuned or zero-shot) from the bundle's manifest."""
     if source.manifest_path is not None:  # a zero-shot "bundle" keeps run_config's own label
         config["teacher"] = source.info.get("teacher") or "unknown (manifest names none)"
+    modules = source.manifest.get("modules", {})
     for role, model in config["models"].items():
         model["mode"] = source.roles[role].mode
+        training = modules.get(role, {}).get("training") if model["mode"] != "base" else None
+        if training:  # how many questions and epochs the student saw
+            model["training"] = training
     return config
 
 
@@ -205,9 +211,13 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--dataset", "datasets", type=click.Choice(["obqa", "strategyqa", "medqa"]), multiple=True,
               required=True, help="Repeat for several datasets.")
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
-@click.option("--limit", type=int, default=None, help="First N questions of the split.")
-@click.option("--system", "systems", type=click.Choice(["tmd", "drd"]), multiple=True,
-              help="Repeat for several systems (default: tmd).")
+@click.option("--limit", type=int, default=None, help="First N questions of the split (after --offset).")
+@click.option("--offset", type=int, default=0, show_default=True,
+              help="Skip the split's first N questions (e.g. a held-out tail of train).")
+@click.option("--system", "systems", type=click.Choice(list(SYSTEMS)), multiple=True,
+              help="Repeat for several systems (default: tmd). mc: option log-likelihood, no reasoning; "
+                   "tmd-gold-subq / tmd-gold-facts: the gold subquestions (and facts) replace the "
+                   "Analyzer (and Informant), to show where TMD's errors come from.")
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Sampling seeds 0..N-1 (needs --temperature > 0); accuracy is reported as mean ± std.")
 @click.option("--data-path", type=click.Path(path_type=Path), default=None,
@@ -226,7 +236,7 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
 @runtime_options(several_bundles=True)
 @one_line_errors
-def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
+def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
              n_ctx, threads, temperature, bundles, quant, max_memory, memory_budget, results_paths, keep_loaded):
     """Accuracy of systems on benchmark splits, with 95% confidence intervals."""
     from .datasets import load_questions
@@ -236,6 +246,8 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
 
     if limit is not None and limit < 1:
         raise TmdError(f"--limit {limit}: expected a positive number")
+    if offset < 0:
+        raise TmdError(f"--offset {offset}: expected a number >= 0")
     if seeds < 1 or (seeds > 1 and temperature == 0):
         raise TmdError(f"--seeds {seeds}: greedy decoding (--temperature 0) gives the same answers for "
                        "every seed; set --temperature > 0 or use --seeds 1")
@@ -248,7 +260,7 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
     summaries = []
     for dataset in datasets:
         questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
-                                           strict=strict, limit=limit)
+                                           strict=strict, limit=limit, offset=offset)
         if report.skipped:
             err_console.print(f"[yellow]skipped {len(report.skipped)} malformed records[/yellow], "
                               f"first: {report.skipped[0]}", highlight=False)
@@ -257,7 +269,8 @@ def eval_cmd(datasets, split, limit, systems, seeds, data_path, data_dir, strict
                 settings = build_settings(n_ctx, threads, temperature, seed)
                 config = label_with_bundle(run_config(system, modules, settings, dataset=dataset,
                                                       split=split), source)
-                config["questions"] = {"source": report.source, "limit": limit, "n": len(questions)}
+                config["questions"] = {"source": report.source, "limit": limit, "n": len(questions),
+                                       **({"offset": offset} if offset else {})}
                 with pool:  # closes what --keep-loaded kept once this configuration is done
                     summary = _evaluate_with_progress(questions, system, modules, settings, config, out,
                                                       batch_size, pool)

@@ -55,22 +55,27 @@ def find_local_file(dataset: str, split: str, data_dir: Path | None = None) -> P
 
 def load_questions(dataset: str, split: str = "test", *, path: str | Path | None = None,
                    data_dir: str | Path | None = None, strict: bool = False,
-                   limit: int | None = None, hub: bool = True) -> tuple[list[Question], LoadReport]:
-    """Load one split. strict=True rejects the file at its first malformed record."""
+                   limit: int | None = None, offset: int = 0, hub: bool = True
+                   ) -> tuple[list[Question], LoadReport]:
+    """Load one split: its questions offset..offset+limit. strict=True rejects the file at its
+    first malformed record."""
     if dataset not in DATASETS:
         raise TmdError(f"dataset '{dataset}': expected one of {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise TmdError(f"split '{split}': expected one of {', '.join(SPLITS)}")
     file = Path(path) if path else find_local_file(dataset, split, Path(data_dir) if data_dir else None)
+    end = None if limit is None else offset + limit
     if file is not None:
-        questions, report = load_file(file, dataset, strict=strict, limit=limit)
+        questions, report = load_file(file, dataset, strict=strict, limit=end)
     elif hub:
-        questions, report = _load_hub(dataset, split, strict=strict, limit=limit)
+        questions, report = _load_hub(dataset, split, strict=strict, limit=end)
     else:
         raise TmdError(f"{dataset}/{split}: no local file (looked in {data_dir or default_data_dir()}); "
                        "pass --data-path or set TMD_DATA_DIR")
+    questions = questions[offset:]
     if not questions:
         raise TmdError(f"{report.source}: no usable {dataset} questions"
+                       + (f" after the first {offset}" if offset else "")
                        + (f" ({len(report.skipped)} malformed, first: {report.skipped[0]})"
                           if report.skipped else ""))
     return questions, report

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import __version__
 from .jsonl import append_jsonl, read_jsonl
 from .memory import peak_rss_mb
-from .pipeline import Events, ModuleSet, run
+from .pipeline import Events, ModuleSet, run, system_roles
 from .prompts import PROMPT_VERSION
 from .records import Question
 from .registry import file_sha256, gguf_summary
@@ -33,7 +33,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 def run_config(system: str, modules: ModuleSet, settings: GenerationSettings, *, dataset: str,
                split: str, teacher: str = "none (zero-shot base model)") -> dict:
     """Everything that produced a number, so every reported figure can be labelled with it."""
-    roles = ("analyzer", "informant", "reasoner") if system == "tmd" else ("drd",)
+    roles = system_roles(system)
     return {"system": system, "dataset": dataset, "split": split, "teacher": teacher,
             "models": {role: model_label(modules.for_stage(role)) for role in roles},
             "settings": settings.to_dict(), "prompt_version": PROMPT_VERSION, "tmd_version": __version__}
@@ -51,7 +51,18 @@ def model_label(model) -> dict:
 # Fields that say *what* produced a result; paths, sizes, versions and thread counts only describe it
 # (llama.cpp splits a matmul's rows across threads, so the thread count changes speed, not tokens).
 IDENTITY_MODEL_FIELDS = ("sha256", "adapter_sha256")
-SPEED_ONLY_SETTINGS = ("n_threads",)
+SPEED_ONLY_SETTINGS = ("n_threads", "prefix_cache")
+
+
+def stated_answer(record: dict) -> str | None:
+    """The letter the reasoning itself states; results written before answers were scored hold
+    only that one, as `answer`."""
+    return record.get("stated_answer") if "answer_source" in record else record["answer"]
+
+
+def stated_correct(record: dict) -> bool:
+    stated = stated_answer(record)
+    return stated is not None and stated == record.get("gold")
 
 
 def config_key(config: dict) -> str:
@@ -67,7 +78,9 @@ class EvalSummary:
     config: dict
     n: int
     correct: int
-    unparsed: int
+    unparsed: int               # no stated answer (the headline answer is scored, so never missing)
+    stated_correct: int
+    correct_norm: int | None    # mc: length-normalized choice
     seconds_per_question: float
     peak_rss_mb: float
     results_path: str
@@ -80,6 +93,10 @@ class EvalSummary:
         low, high = wilson_interval(self.correct, self.n)
         return {"config": self.config, "n": self.n, "correct": self.correct,
                 "accuracy": round(self.accuracy, 4), "ci95": [round(low, 4), round(high, 4)],
+                "stated_accuracy": round(self.stated_correct / self.n, 4) if self.n else 0.0,
+                "stated_share": round((self.n - self.unparsed) / self.n, 4) if self.n else 0.0,
+                **({"accuracy_norm": round(self.correct_norm / self.n, 4) if self.n else 0.0}
+                   if self.correct_norm is not None else {}),
                 "unparsed": self.unparsed, "seconds_per_question": round(self.seconds_per_question, 2),
                 "peak_rss_mb": round(self.peak_rss_mb, 1), "results": self.results_path}
 
@@ -110,7 +127,10 @@ def evaluate(questions: list[Question], system: str, modules: ModuleSet, setting
 def summarize(records: list[dict], config: dict, out: Path) -> EvalSummary:
     n = len(records)
     peak = max((s["peak_rss_mb"] for r in records for s in r["stages"].values()), default=peak_rss_mb())
+    norm = [r for r in records if "answer_norm" in r]
     return EvalSummary(config=config, n=n, correct=sum(1 for r in records if r["correct"]),
-                       unparsed=sum(1 for r in records if r["answer"] is None),
+                       unparsed=sum(1 for r in records if stated_answer(r) is None),
+                       stated_correct=sum(map(stated_correct, records)),
+                       correct_norm=sum(r["answer_norm"] == r["gold"] for r in norm) if norm else None,
                        seconds_per_question=sum(r["wall_seconds"] for r in records) / n if n else 0.0,
                        peak_rss_mb=peak, results_path=str(out))

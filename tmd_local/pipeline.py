@@ -9,16 +9,31 @@ residency (one module at a time, or kept loaded within a memory budget) and can 
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import asdict, dataclass, field
 
 from . import prompts
 from .parsing import parse_answer, parse_subquestions
+from .errors import TmdError
+from .gold import gold_knowledge
 from .records import Question
 from .registry import ModelRef
-from .runner import Cancelled, GenerationSettings, LoadedModule, ModulePool, Residency, StopCheck
+from .runner import (Cancelled, Generation, GenerationSettings, LoadedModule, ModulePool, Residency,
+                     StopCheck, softmax_over)
 
-SYSTEMS = ("tmd", "drd")
 TMD_STAGES = ("analyzer", "informant", "reasoner")
+# tmd-gold-subq and tmd-gold-facts are diagnostic: the dataset's gold subquestions replace the
+# Analyzer (and its gold facts the Informant), which shows how much of TMD's error each module causes.
+SYSTEM_STAGES = {"tmd": TMD_STAGES, "drd": ("drd",), "mc": ("mc",),
+                 "tmd-gold-subq": ("informant", "reasoner"), "tmd-gold-facts": ("reasoner",)}
+SYSTEMS = tuple(SYSTEM_STAGES)
+GOLD_SYSTEMS = ("tmd-gold-subq", "tmd-gold-facts")
+
+
+def system_roles(system: str) -> tuple[str, ...]:
+    """The bundle roles whose models a system runs (mc scores with DRD's model)."""
+    return tuple("drd" if stage == "mc" else stage for stage in SYSTEM_STAGES[system])
 
 
 @dataclass(frozen=True)
@@ -35,7 +50,7 @@ class ModuleSet:
         return cls(model, model, model, model, label=f"{model.name} (zero-shot)")
 
     def for_stage(self, stage: str) -> ModelRef:
-        return getattr(self, stage)
+        return self.drd if stage == "mc" else getattr(self, stage)  # mc scores with DRD's model
 
 
 @dataclass
@@ -68,7 +83,11 @@ class Trace:
     subquestions: list[str] = field(default_factory=list)
     knowledge: list[str] = field(default_factory=list)
     reasoning: str = ""
-    answer: str | None = None
+    answer: str | None = None           # the headline answer (scored when the module was scored)
+    stated_answer: str | None = None    # the letter the reasoning itself states, if any
+    answer_source: str | None = None    # stated (the stated letter is the answer) | scored
+    option_probs: dict[str, float] = field(default_factory=dict)
+    answer_norm: str | None = None      # mc only: the length-normalized choice
     raw: dict = field(default_factory=dict)
     stages: dict[str, StageRecord] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -85,7 +104,11 @@ class Trace:
         return {"id": self.question.id, "system": self.system, "question": self.question.to_dict(),
                 "subquestions": self.subquestions, "knowledge": self.knowledge,
                 "reasoning": self.reasoning, "answer": self.answer, "gold": self.question.answer,
-                "correct": self.correct, "raw": self.raw, "warnings": self.warnings,
+                "correct": self.correct, "stated_answer": self.stated_answer,
+                "answer_source": self.answer_source,
+                "option_probs": {k: round(v, 6) for k, v in self.option_probs.items()},
+                **({"answer_norm": self.answer_norm} if self.answer_norm is not None else {}),
+                "raw": self.raw, "warnings": self.warnings,
                 "stages": {k: v.to_dict() for k, v in self.stages.items()}}
 
 
@@ -108,7 +131,9 @@ def run(system: str, questions: list[Question], modules: ModuleSet,
     settings = settings or (pool.settings if pool else GenerationSettings())
     events = events or Events()
     traces = [Trace(q, system) for q in questions]
-    stages = TMD_STAGES if system == "tmd" else ("drd",)
+    stages = SYSTEM_STAGES[system]
+    if system in GOLD_SYSTEMS:
+        _fill_gold(traces, with_knowledge=system == "tmd-gold-facts")
     own_pool = pool is None
     pool = pool or ModulePool(settings)
     try:
@@ -119,6 +144,17 @@ def run(system: str, questions: list[Question], modules: ModuleSet,
         if own_pool:
             pool.close_all()
     return traces
+
+
+def _fill_gold(traces: list[Trace], with_knowledge: bool) -> None:
+    for trace in traces:
+        gold = gold_knowledge(trace.question)
+        if gold is None:
+            raise TmdError(f"question {trace.question.id}: no gold decomposition and facts "
+                           "(the tmd-gold-* systems need StrategyQA's annotations)")
+        trace.subquestions = gold[0]
+        if with_knowledge:
+            trace.knowledge = gold[1]
 
 
 def _check(should_stop: StopCheck | None) -> None:
@@ -166,7 +202,7 @@ class _Emitter:
 
 
 def _generate(module: LoadedModule, record: StageRecord, messages: list[dict], max_tokens: int,
-              emit) -> str:
+              emit) -> Generation:
     sampling = None
     if isinstance(emit, _Emitter):
         emit.start(record.calls)
@@ -178,12 +214,12 @@ def _generate(module: LoadedModule, record: StageRecord, messages: list[dict], m
     record.completion_tokens += gen.completion_tokens
     record.seconds += gen.seconds
     record.finish_reasons.append(gen.finish_reason)
-    return gen.text
+    return gen
 
 
 def _analyze(module, trace, record, settings, emit) -> None:
     text = _generate(module, record, prompts.analyzer_messages(trace.question),
-                     settings.max_tokens["analyzer"], emit)
+                     settings.max_tokens["analyzer"], emit).text
     trace.raw["analyzer"] = text
     trace.subquestions = parse_subquestions(text)
 
@@ -192,7 +228,7 @@ def _inform(module, trace, record, settings, emit) -> None:
     trace.raw["informant"] = []
     for subquestion in trace.subquestions:
         text = _generate(module, record, prompts.informant_messages(subquestion),
-                         settings.max_tokens["informant"], emit)
+                         settings.max_tokens["informant"], emit).text
         trace.raw["informant"].append(text)
         trace.knowledge.append(text)
 
@@ -201,16 +237,54 @@ def _reason(module, trace, record, settings, emit) -> None:
     max_tokens = settings.max_tokens["reasoner"]
     knowledge = _fit_knowledge(module, trace, max_tokens)
     messages = prompts.reasoner_messages(trace.question, trace.subquestions, knowledge)
-    text = _generate(module, record, messages, max_tokens, emit)
-    trace.raw["reasoner"] = text
-    trace.reasoning, trace.answer = text, parse_answer(text, trace.question.options)
+    gen = _generate(module, record, messages, max_tokens, emit)
+    trace.raw["reasoner"] = gen.text
+    _answer(module, trace, record, gen)
 
 
 def _direct(module, trace, record, settings, emit) -> None:
-    text = _generate(module, record, prompts.drd_messages(trace.question),
-                     settings.max_tokens["drd"], emit)
-    trace.raw["drd"] = text
-    trace.reasoning, trace.answer = text, parse_answer(text, trace.question.options)
+    gen = _generate(module, record, prompts.drd_messages(trace.question), settings.max_tokens["drd"], emit)
+    trace.raw["drd"] = gen.text
+    _answer(module, trace, record, gen)
+
+
+def _answer(module: LoadedModule, trace: Trace, record: StageRecord, gen) -> None:
+    """The stated letter (parsed), and the scored one: the option the module itself finds most
+    probable after "Final Answer:" appended to its reasoning, cut at its own first final answer line.
+    The scored letter is the answer, so every question lands on an option."""
+    options = trace.question.options
+    trace.reasoning = gen.text
+    trace.stated_answer = parse_answer(gen.text, options)
+    started = time.perf_counter()
+    trace.option_probs = module.option_probabilities(gen.prompt_ids, reasoning_before_answer(gen.text),
+                                                     list(options))
+    record.seconds += time.perf_counter() - started
+    trace.answer = max(trace.option_probs, key=trace.option_probs.get)
+    trace.answer_source = "stated" if trace.stated_answer == trace.answer else "scored"
+
+
+def _multiple_choice(module, trace, record, settings, emit) -> None:
+    """lm-evaluation-harness's multiple choice: log-likelihood of each option's text after the
+    question; `answer` is the highest sum (acc), `answer_norm` the highest per character (acc_norm)."""
+    q = trace.question
+    started = time.perf_counter()
+    scores = module.continuation_logprobs(prompts.mc_context(q), [f" {text}" for text in q.options.values()])
+    record.seconds += time.perf_counter() - started
+    record.calls += 1
+    letters = list(q.options)
+    sums = dict(zip(letters, (total for total, _ in scores)))
+    per_char = {k: sums[k] / max(1, len(f" {q.options[k]}")) for k in letters}
+    trace.raw["mc"] = {k: {"logprob": round(sums[k], 5), "tokens": n} for k, (_, n) in zip(letters, scores)}
+    trace.answer = max(sums, key=sums.get)
+    trace.answer_norm = max(per_char, key=per_char.get)
+    trace.answer_source = "scored"
+    trace.option_probs = softmax_over(sums)
+
+
+def reasoning_before_answer(text: str) -> str:
+    """The reasoning up to its first "Final Answer" line (the answer is read from the model there)."""
+    match = _FINAL_LINE.search(text)
+    return (text[:match.start()] if match else text).rstrip()
 
 
 def _fit_knowledge(module: LoadedModule, trace: Trace, max_tokens: int) -> list[str]:
@@ -230,4 +304,7 @@ def _fit_knowledge(module: LoadedModule, trace: Trace, max_tokens: int) -> list[
     return knowledge
 
 
-STAGE_WORK = {"analyzer": _analyze, "informant": _inform, "reasoner": _reason, "drd": _direct}
+_FINAL_LINE = re.compile(r"final\s+answer", re.I)
+
+STAGE_WORK = {"analyzer": _analyze, "informant": _inform, "reasoner": _reason, "drd": _direct,
+              "mc": _multiple_choice}

@@ -95,6 +95,12 @@ def drd_messages(q: Question) -> list[dict]:
     return [_user(DRD.format(question=q.question, options=format_options(q.options)))]
 
 
+def mc_context(q: Question) -> str:
+    """The plain-text context the `mc` baseline scores each option's text after (no chat template,
+    as lm-evaluation-harness does for a base model)."""
+    return f"Question: {q.question.strip()}\nAnswer:"
+
+
 def _user(text: str) -> dict:
     return {"role": "user", "content": text}
 

@@ -16,8 +16,11 @@ def trace_view(trace: Trace) -> Group:
                    title=f"[b]{trace.system.upper()}[/b] question {q.id}", border_style="cyan")]
     if trace.system == "tmd":
         parts.append(_knowledge_table(trace))
-    parts.append(Panel(Text(trace.reasoning or "(no output)"), title="Reasoning", border_style="blue"))
+    if trace.system != "mc":
+        parts.append(Panel(Text(trace.reasoning or "(no output)"), title="Reasoning", border_style="blue"))
     parts.append(_answer_line(trace))
+    if trace.option_probs:
+        parts.append(option_bars(trace))
     for warning in trace.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     parts.append(stage_table(trace))
@@ -42,10 +45,31 @@ def _answer_line(trace: Trace) -> Text:
         chosen = Text("Answer: none could be parsed from the output", style="bold red")
     else:
         chosen = Text(f"Answer: {trace.answer}. {q.options[trace.answer]}", style="bold green")
+        chosen.append(f"  [{answer_provenance(trace)}]", style="dim")
     if trace.correct is not None:
         mark = "correct" if trace.correct else f"wrong, gold {q.answer}. {q.options[q.answer]}"
         chosen.append(f"  ({mark})", style="green" if trace.correct else "red")
     return chosen
+
+
+def answer_provenance(trace: Trace) -> str:
+    """Where the answer came from, in words: stated by the reasoning, or read from probabilities."""
+    if trace.system == "mc":
+        return "log-likelihood of each option's text"
+    if trace.answer_source == "stated":
+        return "stated in the reasoning, and the most probable option"
+    stated = f"it stated {trace.stated_answer}" if trace.stated_answer else "it stated no option"
+    return f"most probable option after 'Final Answer:'; {stated}"
+
+
+def option_bars(trace: Trace, width: int = 30) -> Table:
+    """One bar per option: the probability the module gives it."""
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    for letter, p in trace.option_probs.items():
+        bar = "█" * round(p * width)
+        style = "green" if letter == trace.answer else "white"
+        table.add_row(f"P({letter})", Text(bar.ljust(width, "·"), style=style), f"{100 * p:5.1f}%")
+    return table
 
 
 def stage_table(trace: Trace) -> Table:
@@ -63,7 +87,7 @@ def stage_table(trace: Trace) -> Table:
 def summary_table(summaries: list[dict]) -> Table:
     """Accuracy per configuration; what produced the numbers goes in the caption, once per label."""
     table = Table(title="Accuracy", title_justify="left")
-    for col in ("system", "dataset", "n", "acc", "95% CI", "no answer", "s/q", "peak MB"):
+    for col in ("system", "dataset", "n", "acc", "95% CI", "stated acc", "stated", "s/q", "peak MB"):
         table.add_column(col, justify="left" if col in ("system", "dataset") else "right",
                          no_wrap=True)
     labels = []
@@ -71,12 +95,21 @@ def summary_table(summaries: list[dict]) -> Table:
         c = s["config"]
         low, high = s["ci95"]
         table.add_row(c["system"].upper(), f"{c['dataset']}/{c['split']}", str(s["n"]), f"{100 * s['accuracy']:.1f}%",
-                      f"{100 * low:.0f}-{100 * high:.0f}%", str(s["unparsed"]),
+                      f"{100 * low:.0f}-{100 * high:.0f}%", _stated_cells(s)[0], _stated_cells(s)[1],
                       f"{s['seconds_per_question']:.1f}", f"{s['peak_rss_mb']:.0f}")
         models = ", ".join(sorted({f"{m['file']} ({m.get('file_type', '?')})" for m in c["models"].values()}))
         label = f"student: {models}; teacher: {c['teacher']}; seed {c['settings']['seed']}"
         if label not in labels:
             labels.append(label)
-    table.caption = "\n".join(labels)
+    table.caption = "\n".join(labels + ["acc: the most probable option after the reasoning (mc: acc "
+                                          "by summed log-likelihood); stated acc: only answers the "
+                                          "reasoning states, the share of which is 'stated'"])
     table.caption_justify = "left"
     return table
+
+
+def _stated_cells(summary: dict) -> tuple[str, str]:
+    if summary["config"]["system"] == "mc":
+        norm = summary.get("accuracy_norm")
+        return (f"norm {100 * norm:.1f}%" if norm is not None else "-"), "-"
+    return f"{100 * summary['stated_accuracy']:.1f}%", f"{100 * summary['stated_share']:.0f}%"

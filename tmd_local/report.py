@@ -7,14 +7,17 @@ context-length term (small at these lengths) and the saving of the KV cache.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bundle import QuantChoice
-from .evaluate import SPEED_ONLY_SETTINGS, config_key, wilson_interval
+from .evaluate import SPEED_ONLY_SETTINGS, config_key, stated_answer, stated_correct, wilson_interval
+from .gold import gold_knowledge, subquestion_overlap, token_f1
 from .jsonl import read_jsonl
+from .records import Question
 
 
 @dataclass
@@ -48,6 +51,23 @@ class ConfigResult:
     def seconds_per_question(self) -> float:
         return self.mean(lambda r: r.get("wall_seconds", 0.0))
 
+    def stated_accuracy(self) -> float:
+        return sum(map(stated_correct, self.records.values())) / self.n
+
+    def stated_share(self) -> float:
+        return sum(stated_answer(r) is not None for r in self.records.values()) / self.n
+
+    def norm_accuracy(self) -> float | None:
+        """mc's length-normalized accuracy (lm-evaluation-harness acc_norm); None for other systems."""
+        norm = [r for r in self.records.values() if "answer_norm" in r]
+        return sum(r["answer_norm"] == r["gold"] for r in norm) / len(norm) if norm else None
+
+    def generation_tokens_per_second(self) -> float:
+        """Generated tokens over generation seconds, all stages together (load time excluded)."""
+        stages = [s for r in self.records.values() for s in r["stages"].values()]
+        seconds = sum(s.get("seconds", 0.0) for s in stages)
+        return sum(s.get("completion_tokens", 0) for s in stages) / seconds if seconds else 0.0
+
 
 def load_results(paths: list[Path]) -> list[ConfigResult]:
     by_key: dict[str, ConfigResult] = {}
@@ -71,6 +91,41 @@ def tuned_label(config: dict) -> str:
     """Which roles are fine-tuned (the paper's Table 3 ablation); zero-shot roles have no mode."""
     tuned = [role for role, m in config["models"].items() if m.get("mode") in ("merged", "adapter")]
     return ", ".join(tuned) if tuned else "none (zero-shot)"
+
+
+def training_of(config: dict) -> list[dict]:
+    """The training records (questions, examples, steps, epochs) of the fine-tuned roles."""
+    return [m["training"] for m in config["models"].values()
+            if m.get("mode") in ("merged", "adapter") and m.get("training")]
+
+
+def training_label(config: dict) -> str:
+    """'analyzer, informant, reasoner (1410-1523 q, 1 ep)': what was fine-tuned, on how much."""
+    tuned, trained = tuned_label(config), training_of(config)
+    if not trained:
+        return tuned
+    questions = sorted({t["questions"] for t in trained})
+    epochs = sorted({round(t["epochs"], 2) for t in trained})
+    q = f"{questions[0]}" if len(questions) == 1 else f"{questions[0]}-{questions[-1]}"
+    return f"{tuned} ({q} q, {'/'.join(f'{e:g}' for e in epochs)} ep)"
+
+
+def training_questions(config: dict) -> int | None:
+    """The x of a learning curve: questions the answering module (reasoner or drd) was trained on."""
+    for role in ("reasoner", "drd"):
+        m = config["models"].get(role, {})
+        if m.get("mode") in ("merged", "adapter") and m.get("training"):
+            return m["training"]["questions"]
+    return None
+
+
+def majority_rate(records: list[dict]) -> tuple[str, float]:
+    """The most common gold letter among these questions and its share: the majority-class baseline."""
+    golds = [r["gold"] for r in records if r.get("gold") is not None]
+    if not golds:
+        return "-", 0.0
+    letter = max(sorted(set(golds)), key=golds.count)
+    return letter, golds.count(letter) / len(golds)
 
 
 def seed_group_key(config: dict) -> tuple:
@@ -118,10 +173,12 @@ def fold_seeds(results: list[ConfigResult]) -> list[Row]:
 def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path]) -> str:
     lines = ["# tmd evaluation report", "",
              f"From {', '.join(str(p) for p in sources)}. Accuracy in %, mean ± std over seeds where "
-             "several were run, with the 95% Wilson interval over all answers. Unparsed answers count "
-             "as wrong.", ""]
+             "several were run, with the 95% Wilson interval over all answers. The answer is the option "
+             "the module finds most probable after its reasoning (mc: option log-likelihood); 'stated' "
+             "figures count only answers the reasoning states itself.", ""]
+    lines += majority_lines(rows) + [""]
     lines += _accuracy_table(rows) + [""] + _detail_table(rows) + [""] + _quant_table(rows) + [""]
-    lines += _sensitivity_table(rows)
+    lines += _sensitivity_table(rows) + _error_source_table(rows)
     for plot in plots:
         lines.append(f"![{plot.stem}]({plot.name})")
     lines += ["", "FLOPs per question = sum over stages of 2 x parameters x (prompt + generated tokens)."]
@@ -145,11 +202,11 @@ def _accuracy_table(rows: list[Row]) -> list[str]:
 
 def _detail_table(rows: list[Row]) -> list[str]:
     out = ["## Cost per question", "",
-           "| system | dataset | split | student | seeds | n | unparsed | s/question | peak RSS MB | GFLOPs/question |",
+           "| system | dataset | split | student | seeds | n | no stated answer | s/question | peak RSS MB | GFLOPs/question |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r.config["dataset"], r.config["system"])):
         c, run = row.config, row.runs[0]
-        unparsed = sum(r["answer"] is None for r in run.records.values())
+        unparsed = sum(stated_answer(r) is None for r in run.records.values())
         out.append(f"| {c['system'].upper()} | {c['dataset']} | {c['split']} | {student_label(c)} | "
                    f"{len(row.runs)} | {row.n} | {unparsed} | {run.seconds_per_question():.1f} | "
                    f"{run.peak_rss_mb():.0f} | {run.flops_per_question() / 1e9:.1f} |")
@@ -176,8 +233,8 @@ def _quant_table(rows: list[Row]) -> list[str]:
     out = ["## Quantization", "",
            "Answer agreement: share of questions where the answer (or the lack of one) equals the f16 run's.", "",
            "| system | dataset | student | quant | accuracy | agreement with f16 | file MB per module | bits/weight | "
-           "peak RSS MB | s/question |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "peak RSS MB | s/question | generated tok/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (system, dataset, _, _, names), by_quant in sorted(_families(rows).items()):
         student = ", ".join(sorted({name.split("/")[0] for name in names}))
         reference = by_quant.get("f16")
@@ -188,7 +245,8 @@ def _quant_table(rows: list[Row]) -> list[str]:
             bits = _per_module(f"{m.get('bits_per_weight', 0):.2f}" for m in models)
             out.append(f"| {system.upper()} | {dataset} | {student} | {quant} | {row.cell()} | "
                        f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {sizes} | {bits} | "
-                       f"{row.runs[0].peak_rss_mb():.0f} | {row.runs[0].seconds_per_question():.1f} |")
+                       f"{row.runs[0].peak_rss_mb():.0f} | {row.runs[0].seconds_per_question():.1f} | "
+                       f"{row.runs[0].generation_tokens_per_second():.1f} |")
     return out
 
 
@@ -238,6 +296,148 @@ def _agreement(reference: Row, row: Row) -> float | None:
     return sum(ref[i]["answer"] == other[i]["answer"] for i in common) / len(common)
 
 
+# --- where TMD's errors come from --------------------------------------------------------------
+
+ERROR_SOURCE_SYSTEMS = (("tmd", "TMD: Analyzer -> Informant -> Reasoner"),
+                        ("tmd-gold-subq", "gold subquestions -> Informant -> Reasoner"),
+                        ("tmd-gold-facts", "gold subquestions + gold facts -> Reasoner (its ceiling)"))
+
+
+def _reasoner_family(config: dict) -> tuple:
+    """Rows whose Reasoner is the same model on the same data: TMD and its gold-input variants."""
+    reasoner = config["models"].get("reasoner", {})
+    return (config["dataset"], config["split"], config["teacher"], reasoner.get("sha256"),
+            reasoner.get("adapter_sha256"))
+
+
+def _error_source_table(rows: list[Row]) -> list[str]:
+    families: dict[tuple, dict[str, Row]] = defaultdict(dict)
+    for row in rows:
+        if row.config["system"] in dict(ERROR_SOURCE_SYSTEMS):
+            families[_reasoner_family(row.config)][row.config["system"]] = row
+    lines = []
+    for (dataset, *_), by_system in sorted(families.items(), key=lambda item: str(item[0])):
+        if len(by_system) < 2:
+            continue
+        common = set.intersection(*(set(r.runs[0].records) for r in by_system.values()))
+        if not common:
+            continue
+        student = student_label(next(iter(by_system.values())).config)
+        for system, label in ERROR_SOURCE_SYSTEMS:
+            row = by_system.get(system)
+            if row is None:
+                continue
+            records = [row.runs[0].records[i] for i in sorted(common)]
+            accuracy = sum(bool(r["correct"]) for r in records) / len(records)
+            low, high = wilson_interval(sum(bool(r["correct"]) for r in records), len(records))
+            lines.append(f"| {dataset} | {student} | {label} | {len(records)} | {100 * accuracy:.1f} "
+                         f"({100 * low:.0f}-{100 * high:.0f}) | {_module_quality(system, records)} |")
+    if not lines:
+        return []
+    return ["## Where the errors come from", "",
+            "The same fine-tuned Reasoner given the Analyzer's subquestions or the gold ones, and the "
+            "Informant's knowledge or the gold facts, on the same held-out questions. Analyzer quality: "
+            "content-word F1 of its subquestions against the gold decomposition. Informant quality: "
+            "token F1 of its knowledge against the gold facts of each gold subquestion that has facts.", "",
+            "| dataset | student | inputs of the Reasoner | n | accuracy (95% CI) | module quality |",
+            "|---|---|---|---|---|---|", *lines, ""]
+
+
+def _module_quality(system: str, records: list[dict]) -> str:
+    if system == "tmd":
+        scores = [analyzer_overlap(r) for r in records if r["question"].get("extra", {}).get("decomposition")]
+        none = sum(not r["subquestions"] for r in records)
+        return (f"Analyzer F1 {statistics.fmean(scores):.2f} ({none} of {len(records)} "
+                f"with no subquestions)" if scores else "-")
+    if system == "tmd-gold-subq":
+        scores = [f for r in records for f in informant_f1s(r)]
+        return f"Informant F1 {statistics.fmean(scores):.2f} over {len(scores)} subquestions" if scores else "-"
+    return "-"
+
+
+def analyzer_overlap(record: dict) -> float:
+    gold = [re.sub(r"#\d+", " ", str(g)) for g in record["question"]["extra"]["decomposition"]]
+    return subquestion_overlap(record["subquestions"], gold)
+
+
+def informant_f1s(record: dict) -> list[float]:
+    gold = gold_knowledge(Question(**record["question"]))
+    if gold is None:
+        return []
+    return [token_f1(mine, theirs) for mine, theirs in zip(record["knowledge"], gold[1]) if theirs]
+
+
+# --- learning curve ---------------------------------------------------------------------------
+
+def plot_learning_curve(rows: list[Row], out_dir: Path) -> Path | None:
+    """Accuracy vs training questions of fine-tuned TMD and DRD (every module fine-tuned), on the
+    questions they all answered, with zero-shot, mc and the majority class as levels."""
+    curve = [r for r in rows if r.config["system"] in ("tmd", "drd") and training_questions(r.config)
+             and "zero-shot" not in tuned_label(r.config)
+             and set(tuned_label(r.config).split(", ")) >= set(r.config["models"])]
+    datasets = sorted({r.config["dataset"] for r in curve})
+    if not datasets or len({training_questions(r.config) for r in curve}) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        points = [r for r in curve if r.config["dataset"] == dataset]
+        common = set.intersection(*(set(r.runs[0].records) for r in points))
+        _curve_lines(ax, points, common)
+        _level_lines(ax, [r for r in rows if r.config["dataset"] == dataset and r not in curve], points[0],
+                     common)
+        ax.set_xscale("log")
+        ax.set_title(f"{dataset}: {len(common)} test questions")
+        ax.set_xlabel("training questions (teacher data)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "learning_curve.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _accuracy_on_ids(row: Row, ids: set[str]) -> float | None:
+    records = row.runs[0].records
+    if not ids or not ids <= set(records):
+        return None
+    return 100 * sum(bool(records[i]["correct"]) for i in ids) / len(ids)
+
+
+def _curve_lines(ax, points: list[Row], common: set[str]) -> None:
+    lines: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+    for row in points:
+        c = row.config
+        epochs = "/".join(sorted({f"{t['epochs']:g}" for t in training_of(c)}))
+        lines[(c["system"].upper(), quant_mix(c), c["teacher"], epochs)].append(
+            (training_questions(c), _accuracy_on_ids(row, common)))
+    for (system, quant, teacher, epochs), xy in sorted(lines.items()):
+        xy.sort()
+        ax.plot([x for x, _ in xy], [y for _, y in xy], "o-" if system == "TMD" else "s--",
+                label=f"{system} {quant}, {teacher}, {epochs} ep")
+
+
+def _level_lines(ax, others: list[Row], reference: Row, common: set[str]) -> None:
+    """Horizontal lines: zero-shot systems and mc on the same questions, and the majority class."""
+    styles = iter(["-.", ":", (0, (5, 1)), (0, (1, 2)), (0, (3, 1, 1, 1))])
+    for row in others:
+        if training_of(row.config) or row.config["system"] not in ("tmd", "drd", "mc"):
+            continue
+        y = _accuracy_on_ids(row, common)
+        if y is not None:
+            ax.axhline(y, linestyle=next(styles, ":"), color="grey",
+                       label=f"{row.config['system'].upper()} zero-shot {student_label(row.config)}: {y:.1f}")
+    sample = reference.runs[0].records
+    letter, rate = majority_rate([sample[i] for i in common])
+    ax.axhline(100 * rate, color="red", linewidth=1, label=f"majority class ({letter}): {100 * rate:.1f}")
+
+
 FIGURE_AXES = (("accuracy_vs_flops", "GFLOPs per question", lambda r: r.runs[0].flops_per_question() / 1e9),
                ("accuracy_vs_memory", "peak RSS (MiB)", lambda r: r.runs[0].peak_rss_mb()))
 
@@ -263,7 +463,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         axes[0][0].set_ylabel("accuracy (%)")
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[s], label=s) for s in students]
         handles += [plt.Line2D([], [], marker=m, linestyle="", color="black", markerfacecolor="none", label=label)
-                    for m, label in (("o", "TMD"), ("s", "DRD"))]
+                    for m, label in (("o", "TMD"), ("s", "DRD"), ("^", "other (mc, tmd-gold-*)"))]
         fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
         path = out_dir / f"{name}.png"
@@ -273,12 +473,15 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     return made
 
 
+SYSTEM_MARKERS = {"tmd": "o", "drd": "s"}
+
+
 def _plot_panel(ax, rows: list[Row], x_of, colour: dict) -> None:
     pairs: dict[tuple, dict[str, tuple]] = defaultdict(dict)
     for row in rows:
         c = row.config
         point = (x_of(row), 100 * row.accuracy()[0])
-        ax.scatter(*point, marker="o" if c["system"] == "tmd" else "s", color=colour[student_label(c)])
+        ax.scatter(*point, marker=SYSTEM_MARKERS.get(c["system"], "^"), color=colour[student_label(c)])
         pairs[(c["teacher"], student_label(c))][c["system"]] = point
     for systems in pairs.values():
         if {"tmd", "drd"} <= set(systems):
@@ -294,23 +497,38 @@ def readme_table(rows: list[Row], report_path: Path, sources: list[Path]) -> lis
     """The headline figures for the README: every configuration, labelled with what produced it."""
     out = [f"<!-- generated by `tmd report {' '.join(map(str, sources))} --out {report_path} --readme`; "
            "edits here are overwritten -->",
-           f"Full report with plots: {report_path}. Accuracy in % with the 95% Wilson interval; unparsed answers "
-           "count as wrong; seconds and memory measured on this machine.", "",
-           "| dataset | system | student (quant) | teacher | fine-tuned | n | accuracy (95% CI) | unparsed | "
-           "accuracy when parsed | s/question | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           f"Full report with plots: {report_path}. Accuracy in % with the 95% Wilson interval: the option "
+           "the module finds most probable after its reasoning (mc: by option log-likelihood). Stated: "
+           "accuracy counting only answers the reasoning itself states, and the share of questions "
+           "where it states one. Seconds and memory measured on this machine.", "",
+           *majority_lines(rows), "",
+           "| dataset | system | student (quant) | teacher | fine-tuned (train questions, epochs) | n | "
+           "accuracy (95% CI) | stated accuracy | stated share | s/question | peak RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = lambda r: (r.config["dataset"], tuned_label(r.config) == "none (zero-shot)", r.config["system"],
                        student_label(r.config))
     for row in sorted(rows, key=order):
         c, run = row.config, row.runs[0]
         mean, _ = row.accuracy()
         low, high = row.ci95()
-        parsed = [r for r in run.records.values() if r["answer"] is not None]
-        when_parsed = f"{100 * sum(bool(r['correct']) for r in parsed) / len(parsed):.1f}" if parsed else "-"
+        stated = (f"{100 * run.stated_accuracy():.1f}", f"{100 * run.stated_share():.0f}%")
+        if c["system"] == "mc":
+            norm = run.norm_accuracy()
+            stated = (f"- (acc_norm {100 * norm:.1f})" if norm is not None else "-", "-")
         out.append(f"| {c['dataset']} | {c['system'].upper()} | {student_label(c)} | {c['teacher']} | "
-                   f"{tuned_label(c)} | {row.n} | {100 * mean:.1f} ({100 * low:.0f}-{100 * high:.0f}) | "
-                   f"{run.n - len(parsed)} | {when_parsed} | {run.seconds_per_question():.1f} | "
-                   f"{run.peak_rss_mb():.0f} |")
+                   f"{training_label(c)} | {row.n} | {100 * mean:.1f} ({100 * low:.0f}-{100 * high:.0f}) | "
+                   f"{stated[0]} | {stated[1]} | {run.seconds_per_question():.1f} | {run.peak_rss_mb():.0f} |")
     return out
+
+
+def majority_lines(rows: list[Row]) -> list[str]:
+    """Per dataset and question count, the majority-class rate every system must beat."""
+    seen: dict[tuple, tuple[str, float]] = {}
+    for row in rows:
+        records = list(row.runs[0].records.values())
+        seen[(row.config["dataset"], len(records))] = majority_rate(records)
+    return [f"Majority class on {dataset} ({n} questions): always answering {letter} scores {100 * rate:.1f}%."
+            for (dataset, n), (letter, rate) in sorted(seen.items())]
 
 
 def update_readme(readme: Path, rows: list[Row], report_path: Path, sources: list[Path]) -> None:
@@ -333,6 +551,8 @@ def write_report(result_paths: list[Path], out: Path, readme: Path | None = None
     rows = fold_seeds(load_results(result_paths))
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = plot(rows, out.parent) if rows else []
+    curve = plot_learning_curve(rows, out.parent)
+    plots += [curve] if curve else []
     write_text_atomic(out, render_markdown(rows, result_paths, plots))
     if readme is not None:
         update_readme(readme, rows, out, result_paths)

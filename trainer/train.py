@@ -548,6 +548,7 @@ def _metrics(cfg, state: LoopState, data: Prepared, lengths, device, precision, 
     return {
         "module": cfg.module,
         "steps": state.step, "total_steps": total_steps, "epochs": cfg.epochs,
+        "steps_per_epoch": math.ceil(len(batches0) / cfg.grad_accum),
         "loss_per_step": state.log,
         "eval": state.evals,
         "eval_loss": state.evals[-1]["loss"] if state.evals else None,
@@ -594,6 +595,9 @@ def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, finger
         "data": str(data.data_file),
         "data_sha256": data.data_sha256,
         "hyperparameters": hyper,
+        # what was really trained, so every result of this student can say it (epochs honestly)
+        "training": {"questions": len({e.group for e in data.train}), "examples": len(data.train),
+                     "steps": state.step, "epochs": round(metrics["steps"] / max(1, metrics["steps_per_epoch"]), 3)},
         "tmd_version": TMD_VERSION,
         "prompt_version": data.prompt_version,
     })

@@ -38,7 +38,8 @@ def test_run_writes_a_peft_adapter_metrics_and_tmd_json_last(tiny_config, teache
     assert "checkpoints" not in names  # removed once the run is finished
     tmd = json.loads((out / "tmd.json").read_text())
     assert set(tmd) == {"module", "base", "base_source", "teacher", "data", "data_sha256",
-                        "hyperparameters", "tmd_version", "prompt_version"}
+                        "hyperparameters", "training", "tmd_version", "prompt_version"}
+    assert tmd["training"]["steps"] == result.metrics["steps"] and tmd["training"]["epochs"] == 2
     assert tmd["module"] == "analyzer" and tmd["teacher"] == "gold" and len(tmd["data_sha256"]) == 64
     assert tmd["data"].endswith("analyzer.jsonl")
     assert tmd["prompt_version"] == "paper-appendix-a/letters-v1"

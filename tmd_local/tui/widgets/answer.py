@@ -1,4 +1,5 @@
-"""The options, with the chosen one highlighted (and the gold one marked when known)."""
+"""The options, with the chosen one highlighted, the gold one marked when known, and a small bar
+per option for the probability the module gives it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ...records import Question
+
+
+BAR_WIDTH, BAR_FULL = 10, "█"
 
 
 class AnswerView(Static):
@@ -25,11 +29,15 @@ class AnswerView(Static):
         self.answer = None
         self.update(Text(note, style="dim"))
 
-    def show(self, question: Question, answer: str | None) -> None:
+    def show(self, question: Question, answer: str | None, probs: dict[str, float] | None = None,
+             provenance: str = "") -> None:
         self.answer = answer
         text = Text()
         for letter, option in question.options.items():
             chosen = letter == answer
+            if probs and letter in probs:
+                text.append(f"{BAR_FULL * round(probs[letter] * BAR_WIDTH):<{BAR_WIDTH}} "
+                            f"{100 * probs[letter]:5.1f}% ", style="green" if chosen else "dim")
             line = f"{'▶' if chosen else ' '} {letter}. {option}"
             text.append(line, style="bold reverse green" if chosen else "")
             if question.answer == letter:
@@ -40,5 +48,7 @@ class AnswerView(Static):
         elif question.answer is not None:
             right = answer == question.answer
             text.append("correct" if right else "wrong", style="bold green" if right else "bold red")
+        if provenance:
+            text.append(f"\n{provenance}", style="dim")
         text.rstrip()  # in place
         self.update(text)

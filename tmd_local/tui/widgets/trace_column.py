@@ -9,6 +9,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ...pipeline import Trace
+from ...render import answer_provenance
 from ...runner import Residency
 from .answer import AnswerView
 from .stream_panel import StreamPanel
@@ -114,7 +115,8 @@ class TraceColumn(VerticalScroll):
             self._render_knowledge(active=False)
         else:
             self.panel("reasoning").show(trace.reasoning or "(no output)")
-            self.answer_view.show(trace.question, trace.answer)
+            self.answer_view.show(trace.question, trace.answer, trace.option_probs,
+                                  answer_provenance(trace) if trace.option_probs else "")
 
     def _render_knowledge(self, active: bool) -> None:
         if not self.subquestions:
