@@ -20,6 +20,12 @@
    steps of one module on the embedded model (its dequantized HF copy in models/base/), with dynamic
    padding vs padding every batch to --train-max-length (512, as the paper did), on gold-teacher data
    for StrategyQA train questions written to a temporary folder (`tmd teach --teacher gold`).
+5. Prefix cache: seconds per question of TMD and DRD, stage-batched, with each resident module's
+   KV cache kept between prompts (tmd's default) vs every prompt evaluated from scratch.
+6. Thread settings under load: 3 processes at once answering the same prompts with one generation
+   thread, with OpenMP's default waiting and llama-cpp-python's default prompt threads (one per
+   core) vs tmd's settings (OMP_WAIT_POLICY=PASSIVE, prompt threads = generation threads).
+7. Generated tok/s of the same weights in f16, q8_0, q4_1 and q4_0.
 Residency and training measurements each run in a fresh subprocess so their peak RSS is their own.
 Load average is printed with the figures: on shared cores, wall times say as much about the
 neighbours as about tmd.
@@ -119,7 +125,7 @@ def _raw_pass(model: ModelRef, settings: GenerationSettings, calls: list[Call]) 
 
     started = time.perf_counter()
     llm = Llama(model_path=str(model.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
-                n_batch=settings.n_batch, seed=settings.seed, verbose=False)
+                n_threads_batch=settings.n_threads, n_batch=settings.n_batch, seed=settings.seed, verbose=False)
     load_seconds = time.perf_counter() - started
     records, texts = [], []
     for call in calls:
@@ -159,6 +165,7 @@ def generation(args) -> dict:
     questions, report = load_questions("strategyqa", "test", limit=args.gen_questions, hub=False)
     model = resolve_model(EMBEDDED)
     modules, settings = ModuleSet.single(model), settings_from(args)
+    settings.prefix_cache = False  # the raw side resets before each prompt too (part 5 measures the cache)
     calls: list[Call] = []
     tracker = _StageTracker()
     with _recording_calls(calls, tracker):  # unmeasured: collects the prompts, warms both sides
@@ -382,9 +389,142 @@ def _run_quiet(cmd: list[str]) -> None:
         sys.exit(f"{' '.join(cmd[1:4])} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
 
 
+# --- 5. prefix cache: a resident module evaluates the shared start of its prompts once ---------
+
+def prefix_cache(args) -> dict:
+    """TMD and DRD over the same questions, stage-batched (each module resident for all of them),
+    with and without the KV cache kept between prompts; alternating which goes first."""
+    from tmd_local.datasets import load_questions
+
+    questions, report = load_questions("strategyqa", "test", limit=args.prefix_questions, hub=False)
+    modules = ModuleSet.single(resolve_model(EMBEDDED))
+    out = {"questions": len(questions), "source": report.source}
+    for system in ("drd", "tmd"):
+        sides = {}
+        for cache in ((True, False) if system == "drd" else (False, True)):
+            settings = settings_from(args)
+            settings.prefix_cache = cache
+            started = time.perf_counter()
+            traces = run(system, questions, modules, settings, pool=ModulePool(settings))
+            seconds = time.perf_counter() - started
+            sides["cached" if cache else "from_scratch"] = {
+                "seconds_per_question": round(seconds / len(questions), 3),
+                "outputs": [(t.raw, t.stated_answer) for t in traces],
+                "answers": [t.answer for t in traces]}
+            print(f"   {system} prefix cache {'on' if cache else 'off'}: {seconds:.1f} s", file=sys.stderr, flush=True)
+        on, off = sides["cached"], sides["from_scratch"]
+        out[system] = {"cached": on["seconds_per_question"], "from_scratch": off["seconds_per_question"],
+                       "speedup": round(off["seconds_per_question"] / on["seconds_per_question"], 3),
+                       "identical_generations": on["outputs"] == off["outputs"],
+                       "same_scored_answers": on["answers"] == off["answers"]}
+    return out
+
+
+# --- 6. thread settings: 3 evaluations sharing the cores ----------------------------------------
+
+THREAD_CHILD = r"""
+import json, sys, time
+from llama_cpp import Llama
+model, prompts_file, threads_batch, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+wall, cpu = time.perf_counter(), time.process_time()
+llm = Llama(model_path=model, n_ctx=2048, n_threads=1, n_threads_batch=threads_batch, verbose=False)
+texts = []
+for tokens in json.load(open(prompts_file)):
+    llm.reset()
+    texts.append(llm.create_completion(tokens, max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.1)["choices"][0]["text"])
+print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "texts": texts}))
+"""
+
+
+def thread_settings(args, tmp: Path) -> dict:
+    """3 processes at once, each answering the same DRD prompts with one generation thread: the old
+    settings (OpenMP's default spinning wait, one prompt thread per core) vs tmd's (sleeping wait,
+    prompt threads = generation threads). Raw llama-cpp-python children, so that nothing tmd
+    imports sets the wait policy for the old side."""
+    from tmd_local import prompts
+    from tmd_local.datasets import load_questions
+
+    questions, _ = load_questions("strategyqa", "test", limit=args.thread_questions, hub=False)
+    model = resolve_model(EMBEDDED)
+    module = LoadedModule(model, settings_from(args))
+    try:
+        tokens = [module.tokenize(module.render(prompts.drd_messages(q))) for q in questions]
+    finally:
+        module.close()
+    prompts_file = tmp / "thread-prompts.json"
+    prompts_file.write_text(json.dumps(tokens))
+    out = {"processes": 3, "questions": len(questions), "max_tokens": args.thread_tokens}
+    for label, wait, batch_threads in (("old", None, os.cpu_count() or 1), ("tmd", "PASSIVE", 1)):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if wait:
+            env["OMP_WAIT_POLICY"] = wait
+        cmd = [sys.executable, "-c", THREAD_CHILD, str(model.path), str(prompts_file), str(batch_threads),
+               str(args.thread_tokens)]
+        started = time.perf_counter()
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 for _ in range(3)]
+        results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        out[label] = {"wall_each": [round(r["wall"], 2) for r in results],
+                      "cpu_each": [round(r["cpu"], 2) for r in results],
+                      "wall_all": round(time.perf_counter() - started, 2),
+                      "omp_wait_policy": wait or "(unset: OpenMP default)", "n_threads_batch": batch_threads,
+                      "texts": results[0]["texts"]}
+        print(f"   {label}: {out[label]['wall_all']:.1f} s for all three", file=sys.stderr, flush=True)
+    out["identical_texts"] = out["old"].pop("texts") == out["tmd"].pop("texts")
+    return out
+
+
+# --- 7. generation speed per quantization of the same model -----------------------------------
+
+BENCH_QUANTS = ("f16", "q8_0", "q4_1", "q4_0")
+
+
+def quant_speed(args, tmp: Path) -> dict:
+    """The embedded model's weights (dequantized once into models/base) converted to f16 with
+    llama.cpp's converter and quantized from that f16 to each type; DRD answers to the same
+    questions, prompt and generation timed apart."""
+    from exporter.quant import quantize
+    from exporter.vendor import ensure_converter
+    from tmd_local import prompts
+    from tmd_local.datasets import load_questions
+    from trainer.base import ensure_hf_base
+
+    base_dir = ensure_hf_base(EMBEDDED)
+    files = {"f16": tmp / "bench.f16.gguf"}
+    ensure_converter().run(ensure_converter().hf_script, [str(base_dir.resolve()), "--outtype", "f16", "--outfile",
+                                                          str(files["f16"])], tmp / "convert.log")
+    for quant in BENCH_QUANTS[1:]:
+        files[quant] = tmp / f"bench.{quant}.gguf"
+        quantize(files["f16"], files[quant], quant, args.threads, tmp / f"{quant}.log")
+    questions, _ = load_questions("strategyqa", "test", limit=args.quant_questions, hub=False)
+    out = {"questions": len(questions), "max_tokens": args.quant_tokens}
+    for quant, path in files.items():
+        module = LoadedModule(ModelRef(path, f"bench {quant}"), settings_from(args))
+        prompt_s, gen_s, tokens, prompt_tokens = 0.0, 0.0, 0, 0
+        try:
+            for q in questions:
+                first = []
+                module._llm.reset()
+                started = time.perf_counter()
+                gen = module.generate(prompts.drd_messages(q), args.quant_tokens,
+                                      on_text=lambda _: first or first.append(time.perf_counter()))
+                prompt_s += (first[0] if first else time.perf_counter()) - started
+                gen_s += gen.seconds - ((first[0] if first else time.perf_counter()) - started)
+                tokens += max(0, gen.completion_tokens - 1)
+                prompt_tokens += gen.prompt_tokens
+        finally:
+            module.close()
+        out[quant] = {"file_mb": round(path.stat().st_size / 2**20, 1),
+                      "prompt_tokens_per_second": round(prompt_tokens / prompt_s, 1),
+                      "generated_tokens_per_second": round(tokens / gen_s, 1) if gen_s > 0 else 0.0}
+        print(f"   {quant}: {out[quant]['generated_tokens_per_second']:.1f} tok/s", file=sys.stderr, flush=True)
+    return out
+
+
 # --- driver -----------------------------------------------------------------------------------
 
-PARTS = {"1": ("generation",), "2": ("residency", "switch"), "3": ("batching",), "4": ("training",)}
+PARTS = {"1": ("generation",), "2": ("residency", "switch"), "3": ("batching",), "4": ("training",),
+         "5": ("prefix",), "6": ("threads",), "7": ("quants",)}
 
 
 def _subprocess(args, part: str, *extra: str) -> dict:
@@ -400,9 +540,10 @@ def _subprocess(args, part: str, *extra: str) -> dict:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="1,2,3,4",
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7",
                         help="which figures to measure, comma-separated: 1 generation tok/s, 2 residency "
-                             "+ switch time, 3 stage batching, 4 training tok/s (default: all)")
+                             "+ switch time, 3 stage batching, 4 training tok/s, 5 prefix cache, 6 thread "
+                             "settings under load, 7 tok/s per quantization (default: all)")
     parser.add_argument("--skip", nargs="*", default=[], choices=[n for names in PARTS.values() for n in names],
                         help="leave out single measurements by name")
     parser.add_argument("--threads", type=int, default=None,
@@ -428,6 +569,11 @@ def parse_args():
                       help="StrategyQA train questions the gold teacher writes training data for (part 4)")
     part.add_argument("--train-max-length", type=int, default=512,
                       help="max tokens per example, and what pad-to-max pads to (part 4)")
+    part.add_argument("--prefix-questions", type=int, default=20, help="StrategyQA test questions for part 5")
+    part.add_argument("--thread-questions", type=int, default=3, help="questions per process in part 6")
+    part.add_argument("--thread-tokens", type=int, default=64, help="tokens per answer in part 6")
+    part.add_argument("--quant-questions", type=int, default=5, help="questions per quantization in part 7")
+    part.add_argument("--quant-tokens", type=int, default=96, help="tokens per answer in part 7")
     for hidden in ("--part", "--train-data", "--train-out"):  # how the parent calls its subprocesses
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--keep-loaded", action="store_true", help=argparse.SUPPRESS)
@@ -437,7 +583,7 @@ def parse_args():
     args.threads = args.threads or None
     wanted = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not wanted <= PARTS.keys():
-        parser.error(f"--parts {args.parts}: expected numbers from 1-4, e.g. 1,3")
+        parser.error(f"--parts {args.parts}: expected numbers from 1-7, e.g. 1,3")
     if args.switch_rounds < 2:  # the first round swaps uninitialized adapters; the later ones are the figure
         parser.error("--switch-rounds: at least 2")
     args.run = {name for p in wanted for name in PARTS[p]} - set(args.skip)
@@ -458,7 +604,10 @@ def main() -> None:
              ("residency", lambda tmp: residency(args, tmp), _print_residency),
              ("switch", lambda tmp: switch_times(args, tmp), _print_switch),
              ("batching", lambda tmp: batching(args), _print_batching),
-             ("training", lambda tmp: training(args, tmp), _print_training)]
+             ("training", lambda tmp: training(args, tmp), _print_training),
+             ("prefix", lambda tmp: prefix_cache(args), _print_prefix),
+             ("threads", lambda tmp: thread_settings(args, tmp), _print_threads),
+             ("quants", lambda tmp: quant_speed(args, tmp), _print_quants)]
     with tempfile.TemporaryDirectory(prefix="tmd-bench-") as tmp:
         for name, measure, show in steps:
             if name in args.run:
@@ -569,7 +718,8 @@ def _print_summary(f: dict) -> None:
 
 def _summary_rows(f: dict) -> list[tuple[str, ...]]:
     makers = {"generation": _rows_generation, "residency": _rows_residency, "switch": _rows_switch,
-              "batching": _rows_batching, "training": _rows_training}
+              "batching": _rows_batching, "training": _rows_training, "prefix": _rows_prefix,
+              "threads": _rows_threads, "quants": _rows_quants}
     return [row for name, make in makers.items() if name in f for row in make(f[name])]
 
 
@@ -614,6 +764,54 @@ def _rows_training(t: dict) -> list[tuple[str, ...]]:
             ("4", "training peak RSS", f"{d[rss]:.0f} MiB", f"{p[rss]:.0f} MiB", _ratio(d[rss], p[rss]), ""),
             ("4", "training process wall", f"{d[wall]:.1f} s", f"{p[wall]:.1f} s", _ratio(d[wall], p[wall]),
              f"{d['steps']} steps, load + train + save")]
+
+
+def _print_prefix(p: dict) -> None:
+    print(f"5. Prefix cache: {p['questions']} StrategyQA test questions ({p['source']}), stage-batched")
+    for system in ("tmd", "drd"):
+        m = p[system]
+        print(f"   {system.upper()}: {m['cached']:.2f} s/question with the cache, {m['from_scratch']:.2f} from "
+              f"scratch ({m['speedup']:.2f}x); identical generations: {m['identical_generations']}, "
+              f"same scored answers: {m['same_scored_answers']}")
+
+
+def _print_threads(t: dict) -> None:
+    print(f"6. {t['processes']} concurrent evaluations ({t['questions']} DRD answers of {t['max_tokens']} tokens "
+          "each, one generation thread)")
+    for label in ("old", "tmd"):
+        m = t[label]
+        print(f"   {label:3s} (OMP_WAIT_POLICY {m['omp_wait_policy']}, n_threads_batch {m['n_threads_batch']}): "
+              f"wall {m['wall_each']} s, CPU {m['cpu_each']} s, all three done in {m['wall_all']:.1f} s")
+    print(f"   identical texts: {t['identical_texts']}")
+
+
+def _print_quants(q: dict) -> None:
+    print(f"7. Speed per quantization of the same weights ({q['questions']} DRD answers, {q['max_tokens']} tokens)")
+    for quant in BENCH_QUANTS:
+        m = q[quant]
+        print(f"   {quant:5s}: {m['generated_tokens_per_second']:.1f} generated tok/s, prompt "
+              f"{m['prompt_tokens_per_second']:.0f} tok/s, {m['file_mb']:.0f} MiB")
+
+
+def _rows_prefix(p: dict) -> list[tuple[str, ...]]:
+    return [("5", f"{s.upper()} s/question", f"prefix cache {p[s]['cached']:.2f}",
+             f"from scratch {p[s]['from_scratch']:.2f}", _ratio(p[s]["cached"], p[s]["from_scratch"]),
+             f"identical generations {_yes(p[s]['identical_generations'])}") for s in ("tmd", "drd")]
+
+
+def _rows_threads(t: dict) -> list[tuple[str, ...]]:
+    new, old = t["tmd"], t["old"]
+    return [("6", "3 concurrent evals: wall", f"{max(new['wall_each']):.1f} s (max)", f"old {max(old['wall_each']):.1f} s",
+             _ratio(max(new["wall_each"]), max(old["wall_each"])), f"identical texts {_yes(t['identical_texts'])}"),
+            ("6", "3 concurrent evals: CPU", f"{sum(new['cpu_each']):.1f} s (sum)", f"old {sum(old['cpu_each']):.1f} s",
+             _ratio(sum(new["cpu_each"]), sum(old["cpu_each"])), "")]
+
+
+def _rows_quants(q: dict) -> list[tuple[str, ...]]:
+    ref = q["q4_1"]["generated_tokens_per_second"]
+    return [("7", f"{quant} generated tok/s", f"{q[quant]['generated_tokens_per_second']:.1f}",
+             f"q4_1 {ref:.1f}", _ratio(q[quant]["generated_tokens_per_second"], ref),
+             f"{q[quant]['file_mb']:.0f} MiB") for quant in BENCH_QUANTS]
 
 
 def _yes(flag: bool) -> str:

@@ -227,8 +227,9 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--strict", is_flag=True, help="Reject the data file at its first malformed record.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/eval.jsonl"), show_default=True,
               help="Results JSONL, one line per question per configuration. Reruns resume.")
-@click.option("--batch-size", type=int, default=1, show_default=True,
-              help="Questions per stage batch: each module loads once per batch.")
+@click.option("--batch-size", type=int, default=10, show_default=True,
+              help="Questions per stage batch: each module loads once per batch and evaluates the "
+                   "prompt start its prompts share once; results are written batch by batch.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Registry name or .gguf path used for every module (zero-shot).")
 @click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
