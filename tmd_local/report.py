@@ -505,8 +505,8 @@ def readme_table(rows: list[Row], report_path: Path, sources: list[Path]) -> lis
            "| dataset | system | student (quant) | teacher | fine-tuned (train questions, epochs) | n | "
            "accuracy (95% CI) | stated accuracy | stated share | s/question | peak RSS MB |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = lambda r: (r.config["dataset"], tuned_label(r.config) == "none (zero-shot)", r.config["system"],
-                       student_label(r.config))
+    order = lambda r: (r.config["dataset"], r.config["split"] != "test", tuned_label(r.config) == "none (zero-shot)",
+                       r.config["system"], student_label(r.config))
     for row in sorted(rows, key=order):
         c, run = row.config, row.runs[0]
         mean, _ = row.accuracy()
@@ -515,7 +515,8 @@ def readme_table(rows: list[Row], report_path: Path, sources: list[Path]) -> lis
         if c["system"] == "mc":
             norm = run.norm_accuracy()
             stated = (f"- (acc_norm {100 * norm:.1f})" if norm is not None else "-", "-")
-        out.append(f"| {c['dataset']} | {c['system'].upper()} | {student_label(c)} | {c['teacher']} | "
+        dataset = c["dataset"] + ("" if c["split"] == "test" else f" ({c['split']})")
+        out.append(f"| {dataset} | {c['system'].upper()} | {student_label(c)} | {c['teacher']} | "
                    f"{training_label(c)} | {row.n} | {100 * mean:.1f} ({100 * low:.0f}-{100 * high:.0f}) | "
                    f"{stated[0]} | {stated[1]} | {run.seconds_per_question():.1f} | {run.peak_rss_mb():.0f} |")
     return out
@@ -526,9 +527,9 @@ def majority_lines(rows: list[Row]) -> list[str]:
     seen: dict[tuple, tuple[str, float]] = {}
     for row in rows:
         records = list(row.runs[0].records.values())
-        seen[(row.config["dataset"], len(records))] = majority_rate(records)
-    return [f"Majority class on {dataset} ({n} questions): always answering {letter} scores {100 * rate:.1f}%."
-            for (dataset, n), (letter, rate) in sorted(seen.items())]
+        seen[(row.config["dataset"], row.config["split"], len(records))] = majority_rate(records)
+    return [f"Majority class on {dataset} {split} ({n} questions): always answering {letter} scores "
+            f"{100 * rate:.1f}%." for (dataset, split, n), (letter, rate) in sorted(seen.items())]
 
 
 def update_readme(readme: Path, rows: list[Row], report_path: Path, sources: list[Path]) -> None:

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Full-scale StrategyQA distillation on this CPU, and the figures that show how much it buys:
+#
+#   scripts/distill_strategyqa.sh            # everything (resumable; many hours on 2 cores)
+#   PHASE=train scripts/distill_strategyqa.sh  # only teach + train (start it early, in the background)
+#   PHASE=eval  scripts/distill_strategyqa.sh  # only export + evaluate what is trained
+#
+# 1. The gold teacher on the first N train questions for N in SIZES (100 400 1603): one bundle each,
+#    every module trained EPOCHS epochs (1 by default: the paper's 3 cost ~7 h per size here).
+# 2. The Reasoner target choice, on a held-out tail of train (questions DEV_OFFSET.. never trained on
+#    by the 400-question students): the recorded rationale (gold:rationale) vs steps built from the
+#    facts (gold:facts), each the Reasoner of an otherwise identical TMD bundle.
+# 3. Test: zero-shot TMD/DRD, mc, and the largest bundle's TMD/DRD (q8_0) on TEST questions; the
+#    learning-curve points and the error-source rows (tmd-gold-subq, tmd-gold-facts) on CURVE ones.
+# Every step resumes where a killed run stopped; finished steps are skipped in seconds. Step wall
+# times go to logs/distill-times.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-"400 100 1603"}  # trained in this order: 400 first, it also decides the Reasoner target
+EPOCHS=${EPOCHS:-1}
+TEST=${TEST:-687}               # all of StrategyQA test
+CURVE_TEST=${CURVE_TEST:-200}   # first N test questions for the learning curve and error sources
+DEV_OFFSET=${DEV_OFFSET:-1503}  # held-out tail of train for choices: train[1503:1603]
+DEV=${DEV:-100}
+THREADS=${THREADS:-2}
+PHASE=${PHASE:-all}
+TMD=${TMD:-.venv/bin/tmd}
+mkdir -p logs results
+
+step() {  # step <label> <command...>: run it, append its wall time to the log
+    local label=$1 start=$SECONDS
+    shift
+    echo "== $label: $*"
+    "$@"
+    echo "$(date -u +%FT%TZ) $label $((SECONDS - start)) s" | tee -a logs/distill-times.txt
+}
+
+name() { echo "sqa$1-e${EPOCHS}"; }
+
+train_size() {  # the gold teacher on the first $1 train questions, then all four students
+    local n=$1 run
+    run=runs/$(name "$n")
+    step "teach-$n" "$TMD" teach --dataset strategyqa --split train --limit "$n" --teacher gold:rationale \
+        --out "$run/teacher"
+    step "train-$n" "$TMD" train --all --data "$run/teacher" --out "$run/adapters" --epochs "$EPOCHS" \
+        --threads "$THREADS" --no-progress
+}
+
+train_facts_reasoner() {  # the same 400-question TMD, but the Reasoner learns steps built from the facts
+    local run facts
+    run=runs/$(name 400)
+    facts=runs/$(name 400)-facts
+    step "teach-400-facts" "$TMD" teach --dataset strategyqa --split train --limit 400 --teacher gold:facts \
+        --out "$facts/teacher"
+    mkdir -p "$facts/adapters"
+    for role in analyzer informant; do  # identical students: only the Reasoner differs
+        ln -sfn "$(realpath "$run/adapters/$role")" "$facts/adapters/$role"
+    done
+    step "train-400-facts" "$TMD" train --module reasoner --data "$facts/teacher" --out "$facts/adapters/reasoner" \
+        --epochs "$EPOCHS" --threads "$THREADS" --no-progress
+}
+
+if [[ $PHASE == train || $PHASE == all ]]; then
+    for n in $SIZES; do
+        train_size "$n"
+        [[ $n == 400 ]] && train_facts_reasoner
+    done
+fi
+[[ $PHASE == train ]] && exit 0
+
+# --- export: q8_0 for every size; f16 and q4_k_m too for the largest --------------------------
+largest=$(name "$(tr ' ' '\n' <<< "$SIZES" | sort -n | tail -1)")
+for n in $SIZES; do
+    quants=q8_0
+    [[ $(name "$n") == "$largest" ]] && quants=f16,q8_0,q4_k_m
+    step "export-$n" "$TMD" export --adapters "runs/$(name "$n")/adapters" --quant "$quants" --out "models/$(name "$n")"
+done
+step "export-400-facts" "$TMD" export --adapters "runs/$(name 400)-facts/adapters" --modules analyzer,informant,reasoner \
+    --zero-shot drd --quant q8_0 --out "models/$(name 400)-facts"
+
+EVAL=(--dataset strategyqa --threads "$THREADS" --batch-size 50)
+# --- the Reasoner target, chosen on held-out train questions (never on test) -------------------
+for bundle in "$(name 400)" "$(name 400)-facts"; do
+    step "dev-$bundle" "$TMD" eval "${EVAL[@]}" --split train --offset "$DEV_OFFSET" --limit "$DEV" \
+        --system tmd-gold-facts --system tmd --bundle "models/$bundle" --quant q8_0 --out results/dev-reasoner-target.jsonl
+done
+
+# --- test: baselines, the learning curve, error sources, the headline --------------------------
+step "test-mc" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc --out results/strategyqa-zero-shot.jsonl
+step "test-zero-shot" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --out results/strategyqa-zero-shot.jsonl
+for n in $SIZES; do
+    step "curve-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
+        --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
+done
+step "errors-$largest" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system tmd-gold-facts --system tmd-gold-subq \
+    --bundle "models/$largest" --quant q8_0 --out "results/$largest-strategyqa.jsonl"
+step "test-$largest" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --bundle "models/$largest" \
+    --quant q8_0 --out "results/$largest-strategyqa.jsonl"
+for quant in f16 q4_k_m; do
+    step "test-$largest-$quant" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
+        --bundle "models/$largest" --quant "$quant" --out "results/$largest-strategyqa.jsonl"
+done
+
+# The report covers every results file present (scripts/reproduce_strategyqa.sh's too).
+step report "$TMD" report results/*.jsonl --out reports/report.md --readme README.md

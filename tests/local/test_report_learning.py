@@ -1,0 +1,91 @@
+"""tmd report on results lines of the shape `tmd eval` writes: scored vs stated accuracy, the
+majority class, mc's acc_norm, the learning curve over training questions, and the error-source rows
+(the same Reasoner with the Analyzer's or the gold subquestions, the Informant's or the gold facts)."""
+
+import json
+
+from tmd_local.report import (fold_seeds, load_results, majority_rate, readme_table, training_label,
+                              write_report)
+
+GOLD_FACTS = ["Apollo 13 was recovered by the USS Iwo Jima.", "Iwo Jima was a World War II battle."]
+QUESTION = {"question": "Was the ship that recovered Apollo 13 named after a World War II battle?",
+            "options": {"A": "yes", "B": "no"},
+            "extra": {"decomposition": ["Which ship recovered Apollo 13?", "What was #1 named for?",
+                                        "Did #2 occur during World War II?"],
+                      "facts": GOLD_FACTS,
+                      "evidence": [[[["a"]], [["b"]], ["operation"]]]}}
+
+
+def config(system, bundle=None, questions=None, quant="q8_0"):
+    roles = {"tmd": ("analyzer", "informant", "reasoner"), "drd": ("drd",), "mc": ("drd",),
+             "tmd-gold-subq": ("informant", "reasoner"), "tmd-gold-facts": ("reasoner",)}[system]
+    models = {}
+    for role in roles:
+        model = {"name": f"{bundle or 'smollm2'}/{role}", "file_type": quant if bundle else "q4_1",
+                 "sha256": f"{bundle}-{role}-{quant}", "params": 1000}
+        if bundle:
+            model.update(mode="merged", training={"questions": questions, "examples": questions,
+                                                  "steps": questions // 8, "epochs": 1.0})
+        models[role] = model
+    return {"system": system, "dataset": "strategyqa", "split": "test",
+            "teacher": "gold:rationale" if bundle else "none (zero-shot base model)", "models": models,
+            "settings": {"n_ctx": 2048, "temperature": 0.0, "seed": 0}, "prompt_version": "v"}
+
+
+def write(path, cfg, answers: list[str], stated: list, golds: list[str], **fields):
+    with path.open("a") as f:
+        for i, (answer, said, gold) in enumerate(zip(answers, stated, golds)):
+            stages = {r: {"peak_rss_mb": 300, "prompt_tokens": 10, "completion_tokens": 5, "seconds": 0.5}
+                      for r in cfg["models"]}
+            record = {"config": cfg, "id": f"q{i}", "gold": gold, "answer": answer, "correct": answer == gold,
+                      "stated_answer": said, "answer_source": "stated" if said == answer else "scored",
+                      "option_probs": {"A": 0.6, "B": 0.4}, "question": {"id": f"q{i}", "answer": gold, **QUESTION},
+                      "subquestions": fields.get("subquestions", []), "knowledge": fields.get("knowledge", []),
+                      "stages": stages, "wall_seconds": 1.0}
+            if "answer_norm" in fields:
+                record["answer_norm"] = fields["answer_norm"][i]
+            f.write(json.dumps(record) + "\n")
+
+
+GOLDS = ["B", "B", "B", "A"]  # majority class: B, 75%
+
+
+def test_scored_and_stated_accuracy_majority_and_acc_norm(tmp_path):
+    results = tmp_path / "r.jsonl"
+    write(results, config("tmd", "sqa400", 380), ["B", "B", "A", "A"], ["B", None, None, "B"], GOLDS)
+    write(results, config("mc"), ["B", "B", "B", "B"], [None] * 4, GOLDS, answer_norm=["A", "B", "B", "A"])
+    rows = fold_seeds(load_results([results]))
+    table = "\n".join(readme_table(rows, tmp_path / "report.md", [results]))
+    assert "always answering B scores 75.0%" in table
+    tmd_line = next(line for line in table.splitlines() if "| TMD |" in line)
+    assert "| 75.0 (" in tmd_line and "| 25.0 | 50% |" in tmd_line  # scored 3/4; stated 1/4 right, 2/4 stated
+    assert "analyzer, informant, reasoner (380 q, 1 ep)" in tmd_line
+    mc_line = next(line for line in table.splitlines() if "| MC |" in line)
+    assert "acc_norm 75.0" in mc_line
+    assert majority_rate([{"gold": g} for g in GOLDS]) == ("B", 0.75)
+    assert training_label(config("drd")) == "none (zero-shot)"
+
+
+def test_learning_curve_and_error_sources(tmp_path):
+    results = tmp_path / "r.jsonl"
+    for n, right in ((100, 1), (400, 2), (1603, 3)):
+        answers = [g if i < right else ("A" if g == "B" else "B") for i, g in enumerate(GOLDS)]
+        write(results, config("tmd", f"sqa{n}", n), answers, answers, GOLDS,
+              subquestions=["Which ship recovered Apollo 13?"])
+        write(results, config("drd", f"sqa{n}", n), answers, answers, GOLDS)
+    write(results, config("drd"), ["A"] * 4, ["A"] * 4, GOLDS)
+    write(results, config("tmd-gold-subq", "sqa1603", 1603), GOLDS, GOLDS, GOLDS,
+          subquestions=["x"], knowledge=["Apollo 13 was recovered by the USS Iwo Jima.", "nothing", ""])
+    write(results, config("tmd-gold-facts", "sqa1603", 1603), GOLDS, GOLDS, GOLDS)
+    report = write_report([results], tmp_path / "reports" / "report.md")
+    text = report.read_text()
+    assert (tmp_path / "reports" / "learning_curve.png").stat().st_size > 10_000
+    assert "![learning_curve](learning_curve.png)" in text
+    section = text.split("## Where the errors come from")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| strategyqa")]
+    assert len(rows) == 3
+    assert "| 75.0 (" in rows[0] and "Analyzer F1" in rows[0]             # TMD as it runs
+    assert "| 100.0 (" in rows[1] and "Informant F1" in rows[1]           # gold subquestions
+    assert "| 100.0 (" in rows[2] and "ceiling" in rows[2]                # gold subquestions + facts
+    f1 = float(rows[1].split("Informant F1 ")[1].split()[0])
+    assert 0.3 < f1 < 1.0  # one exact fact, one miss
