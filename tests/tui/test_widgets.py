@@ -134,6 +134,8 @@ async def test_trace_column_follows_pipeline_events():
         column.step_done("informant", trace)
         column.text("reasoner", "1. Marshes are wet.\nFinal Answer: A")
         trace.reasoning, trace.answer = "1. Marshes are wet.\nFinal Answer: A", "A"
+        trace.stated_answer, trace.answer_source = "A", "stated"
+        trace.option_probs = {"A": 0.7, "B": 0.1, "C": 0.1}
         column.step_done("reasoner", trace)
         column.stage_finished("reasoner", Residency("reasoner", "m", "q4_1", peak_rss_mb=220,
                                                     rss_after_close_mb=60))
@@ -141,7 +143,10 @@ async def test_trace_column_follows_pipeline_events():
         assert column.panel("subquestions").body == "1. What is fog?\n2. Where is it wet?"
         knowledge = column.panel("knowledge").body
         assert "1. What is fog?\n   Fog is a low cloud." in knowledge and "Marshes are wet." in knowledge
-        assert column.answer_view.answer == "A" and "correct" in column.answer_view.render().plain
+        answer_text = column.answer_view.render().plain
+        assert column.answer_view.answer == "A" and "correct" in answer_text
+        assert "███████     70.0% ▶ A." in answer_text and "█           10.0%   B." in answer_text  # bar per option
+        assert "stated in the reasoning" in answer_text
         assert "closed, RSS 220 -> 60 MiB" in str(column.query_one(".module-line").render())
         column.start("A · m · DRD", "drd")
         await pilot.pause()
