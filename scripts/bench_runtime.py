@@ -485,40 +485,50 @@ def quant_speed(args, tmp: Path) -> dict:
     questions, prompt and generation timed apart."""
     from exporter.quant import quantize
     from exporter.vendor import ensure_converter
-    from tmd_local import prompts
     from tmd_local.datasets import load_questions
     from trainer.base import ensure_hf_base
 
     base_dir = ensure_hf_base(EMBEDDED)
     files = {"f16": tmp / "bench.f16.gguf"}
-    ensure_converter().run(ensure_converter().hf_script, [str(base_dir.resolve()), "--outtype", "f16", "--outfile",
-                                                          str(files["f16"])], tmp / "convert.log")
+    converter = ensure_converter()
+    converter.run(converter.hf_script, [str(base_dir.resolve()), "--outtype", "f16", "--outfile", str(files["f16"])],
+                  tmp / "convert.log")
     for quant in BENCH_QUANTS[1:]:
         files[quant] = tmp / f"bench.{quant}.gguf"
         quantize(files["f16"], files[quant], quant, args.threads, tmp / f"{quant}.log")
     questions, _ = load_questions("strategyqa", "test", limit=args.quant_questions, hub=False)
-    out = {"questions": len(questions), "max_tokens": args.quant_tokens}
-    for quant, path in files.items():
-        module = LoadedModule(ModelRef(path, f"bench {quant}"), settings_from(args))
-        prompt_s, gen_s, tokens, prompt_tokens = 0.0, 0.0, 0, 0
-        try:
-            for q in questions:
-                first = []
-                module._llm.reset()
-                started = time.perf_counter()
-                gen = module.generate(prompts.drd_messages(q), args.quant_tokens,
-                                      on_text=lambda _: first or first.append(time.perf_counter()))
-                prompt_s += (first[0] if first else time.perf_counter()) - started
-                gen_s += gen.seconds - ((first[0] if first else time.perf_counter()) - started)
-                tokens += max(0, gen.completion_tokens - 1)
-                prompt_tokens += gen.prompt_tokens
-        finally:
-            module.close()
-        out[quant] = {"file_mb": round(path.stat().st_size / 2**20, 1),
+    out = {"questions": len(questions), "max_tokens": args.quant_tokens, "rounds": args.quant_rounds}
+    totals = {quant: [0.0, 0.0, 0, 0] for quant in files}  # prompt s, generation s, tokens, prompt tokens
+    for r in range(args.quant_rounds):  # rounds in alternating order: a change of load hits all alike
+        for quant in (list(files) if r % 2 == 0 else list(files)[::-1]):
+            _time_quant(files[quant], quant, questions, args, totals[quant])
+    for quant, (prompt_s, gen_s, tokens, prompt_tokens) in totals.items():
+        out[quant] = {"file_mb": round(files[quant].stat().st_size / 2**20, 1),
                       "prompt_tokens_per_second": round(prompt_tokens / prompt_s, 1),
                       "generated_tokens_per_second": round(tokens / gen_s, 1) if gen_s > 0 else 0.0}
         print(f"   {quant}: {out[quant]['generated_tokens_per_second']:.1f} tok/s", file=sys.stderr, flush=True)
     return out
+
+
+def _time_quant(path: Path, quant: str, questions, args, total: list) -> None:
+    """DRD answers from one quantized file: time to the first token (the prompt) apart from the rest."""
+    from tmd_local import prompts
+
+    module = LoadedModule(ModelRef(path, f"bench {quant}"), settings_from(args))
+    try:
+        for q in questions:
+            first = []
+            module._llm.reset()
+            started = time.perf_counter()
+            gen = module.generate(prompts.drd_messages(q), args.quant_tokens,
+                                  on_text=lambda _: first or first.append(time.perf_counter()))
+            prompt_seconds = (first[0] if first else time.perf_counter()) - started
+            total[0] += prompt_seconds
+            total[1] += gen.seconds - prompt_seconds
+            total[2] += max(0, gen.completion_tokens - 1)
+            total[3] += gen.prompt_tokens
+    finally:
+        module.close()
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -574,6 +584,7 @@ def parse_args():
     part.add_argument("--thread-tokens", type=int, default=64, help="tokens per answer in part 6")
     part.add_argument("--quant-questions", type=int, default=5, help="questions per quantization in part 7")
     part.add_argument("--quant-tokens", type=int, default=96, help="tokens per answer in part 7")
+    part.add_argument("--quant-rounds", type=int, default=2, help="rounds over all quantizations in part 7")
     for hidden in ("--part", "--train-data", "--train-out"):  # how the parent calls its subprocesses
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--keep-loaded", action="store_true", help=argparse.SUPPRESS)
