@@ -73,38 +73,54 @@ if [[ $PHASE == train || $PHASE == all ]]; then
 fi
 [[ $PHASE == train ]] && exit 0
 
-# --- export: q8_0 for every size; f16 and q4_k_m too for the largest --------------------------
+trained() {  # all modules of a run have finished training (tmd.json is written last)
+    local role
+    for role in "${@:2}"; do [[ -f runs/$1/adapters/$role/tmd.json ]] || return 1; done
+}
+
+# --- export: q8_0 for every trained size; f16 and q4_k_m too for the largest -------------------
 largest=$(name "$(tr ' ' '\n' <<< "$SIZES" | sort -n | tail -1)")
+ready=()
 for n in $SIZES; do
+    if ! trained "$(name "$n")" drd analyzer informant reasoner; then
+        echo "== skip $(name "$n"): not trained yet (PHASE=train finishes it)"
+        continue
+    fi
+    ready+=("$n")
     quants=q8_0
     [[ $(name "$n") == "$largest" ]] && quants=f16,q8_0,q4_k_m
     step "export-$n" "$TMD" export --adapters "runs/$(name "$n")/adapters" --quant "$quants" --out "models/$(name "$n")"
 done
-step "export-400-facts" "$TMD" export --adapters "runs/$(name 400)-facts/adapters" --modules analyzer,informant,reasoner \
-    --zero-shot drd --quant q8_0 --out "models/$(name 400)-facts"
 
 EVAL=(--dataset strategyqa --threads "$THREADS" --batch-size 50)
 # --- the Reasoner target, chosen on held-out train questions (never on test) -------------------
-for bundle in "$(name 400)" "$(name 400)-facts"; do
-    step "dev-$bundle" "$TMD" eval "${EVAL[@]}" --split train --offset "$DEV_OFFSET" --limit "$DEV" \
-        --system tmd-gold-facts --system tmd --bundle "models/$bundle" --quant q8_0 --out results/dev-reasoner-target.jsonl
-done
+if trained "$(name 400)-facts" analyzer informant reasoner && trained "$(name 400)" analyzer informant reasoner; then
+    step "export-400-facts" "$TMD" export --adapters "runs/$(name 400)-facts/adapters" \
+        --modules analyzer,informant,reasoner --zero-shot drd --quant q8_0 --out "models/$(name 400)-facts"
+    for bundle in "$(name 400)" "$(name 400)-facts"; do
+        step "dev-$bundle" "$TMD" eval "${EVAL[@]}" --split train --offset "$DEV_OFFSET" --limit "$DEV" \
+            --system tmd-gold-facts --system tmd --bundle "models/$bundle" --quant q8_0 \
+            --out results/dev-reasoner-target.jsonl
+    done
+fi
 
 # --- test: baselines, the learning curve, error sources, the headline --------------------------
 step "test-mc" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc --out results/strategyqa-zero-shot.jsonl
-step "test-zero-shot" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --out results/strategyqa-zero-shot.jsonl
-for n in $SIZES; do
+for n in "${ready[@]}"; do
     step "curve-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
         --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
+    step "errors-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system tmd-gold-facts \
+        --system tmd-gold-subq --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
 done
-step "errors-$largest" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system tmd-gold-facts --system tmd-gold-subq \
-    --bundle "models/$largest" --quant q8_0 --out "results/$largest-strategyqa.jsonl"
-step "test-$largest" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --bundle "models/$largest" \
-    --quant q8_0 --out "results/$largest-strategyqa.jsonl"
-for quant in f16 q4_k_m; do
-    step "test-$largest-$quant" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
-        --bundle "models/$largest" --quant "$quant" --out "results/$largest-strategyqa.jsonl"
-done
+step "test-zero-shot" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --out results/strategyqa-zero-shot.jsonl
+if trained "$largest" drd analyzer informant reasoner; then
+    step "test-$largest" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd \
+        --bundle "models/$largest" --quant q8_0 --out "results/$largest-strategyqa.jsonl"
+    for quant in f16 q4_k_m; do
+        step "test-$largest-$quant" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
+            --bundle "models/$largest" --quant "$quant" --out "results/$largest-strategyqa.jsonl"
+    done
+fi
 
 # The report covers every results file present (scripts/reproduce_strategyqa.sh's too).
 step report "$TMD" report results/*.jsonl --out reports/report.md --readme README.md
