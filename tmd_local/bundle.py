@@ -102,7 +102,8 @@ class Bundle:
             raise TmdError(f"{self.where}: no '{default}' files for every role; available: "
                            f"{', '.join(quants) or 'none'}")
         if choice.per_role and self.manifest_path is None:
-            raise TmdError(f"--quant {choice.text}: per-module quants need --bundle; {self.name} alone "
+            overrides = ",".join(f"{role}={q}" for role, q in choice.per_role.items())
+            raise TmdError(f"--quant: per-module quants ({overrides}) need --bundle; {self.name} alone "
                            f"has only its own quantization ({', '.join(quants)})")
         refs = {}
         for name in ROLES:

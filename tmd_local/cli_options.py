@@ -35,7 +35,7 @@ def _shown(value) -> str:
     """The value as typed, quoted when it would not read as one word (empty, spaces)."""
     text = visible(value, one_line=True)
     text = text if len(text) <= 40 else text[:37] + "..."
-    return text if text and not any(c.isspace() for c in text) else repr(text)
+    return text if text and not any(c.isspace() for c in text) else f"'{text}'"
 
 
 def _flag(param) -> str:
@@ -127,7 +127,7 @@ class Words(click.ParamType):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise OptionError(f"{_flag(param)} {visible(text)!r}: not valid UTF-8 text") from None
+            raise OptionError(f"{_flag(param)} {_shown(text)}: not valid UTF-8 text") from None
         return text
 
 
