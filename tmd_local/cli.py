@@ -291,6 +291,9 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
     summary_path = out.with_suffix(".summary.json")
     check_output_file(out, "--out")  # before any model is loaded or question asked
     check_output_file(summary_path, "--out (its summary)")
+    from .results import read_results
+
+    read_results(out, repair=True)  # a results file to resume, or refused now (another kind, damaged)
     runtimes = [build_runtime(model, bundle, quant, max_memory, keep_loaded,
                               build_settings(n_ctx, threads, temperature, 0), systems=systems or ("tmd",),
                               memory_budget=memory_budget, results_paths=results_paths)
