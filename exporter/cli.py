@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from tmd_local.cli_options import THREADS, Real
+
 QUANT_DEFAULT = "f16,q8_0,q4_k_m"
 
 
@@ -41,9 +43,9 @@ def _split(value: str | None) -> list[str] | None:
               help="Modules served by the base model itself (mode base), e.g. informant,drd.")
 @click.option("--base", default=None,
               help="Base model: registry name or HF folder (default: the base named in the adapters' tmd.json).")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--threads", type=THREADS, default=None, help="CPU threads (default: all cores).")
 @click.option("--no-verify", is_flag=True, help="Skip comparing each GGUF with the merged model.")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+@click.option("--min-agreement", type=Real(0, 1, low_open=True), default=0.99, show_default=True,
               help="Least top-1 agreement an f16/f32 file must reach against the merged model.")
 @click.option("--keep-merged/--no-keep-merged", default=True, show_default=True,
               help="Keep the merged HF models in <out>/merged/ after the export.")
@@ -58,10 +60,6 @@ def export(adapters, quant, out, mode, modules, zero_shot, base, threads, no_ver
     from .quant import parse_quants
     from .render import RichReporter, print_summary
 
-    if threads is not None and threads < 1:
-        raise TmdError(f"--threads {threads}: expected a positive number")
-    if not 0 < min_agreement <= 1:
-        raise TmdError(f"--min-agreement {min_agreement}: expected a number in (0, 1]")
     options = ExportOptions(adapters=adapters, out=out, quants=parse_quants(quant), mode=mode,
                             threads=threads, base=base, modules=_split(modules),
                             zero_shot=_split(zero_shot) or [], verify=not no_verify,

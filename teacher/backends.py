@@ -64,9 +64,19 @@ def clean_text(raw) -> tuple[str, str | None]:
 
 # --- OpenAI-compatible APIs ------------------------------------------------------------------
 
+class TeacherFailedLocally(TmdError):
+    """The call never got an answer from the teacher (a bug or a setting on this side). It is fatal
+    and never journaled: a rerun with the cause fixed must ask the teacher, not replay the failure."""
+
+
+class _DeadlineExceeded(Exception):
+    """The whole request took longer than --timeout (a server may send one byte at a time, and the
+    HTTP client's timeout only bounds each read)."""
+
+
 class OpenAIBackend:
     """Chat completions over HTTP with our own retry loop (the SDK's is off), so retries are counted
-    and a 401 fails at once instead of being retried."""
+    and a 401 fails at once instead of being retried. `timeout` bounds each whole request."""
 
     def __init__(self, model: str, *, base_url: str | None, api_key: str | None, api_key_env: str,
                  timeout: float, retries: int, backoff: float, temperature: float = 0.0):
@@ -77,6 +87,7 @@ class OpenAIBackend:
         self.base_url = base_url
         self.api_key_env = api_key_env
         self.retries, self.backoff, self.temperature = retries, backoff, temperature
+        self.timeout = timeout
         self._secret = api_key or ""
         self._lock = threading.Lock()
         self.retried = 0  # requests re-sent after a transient failure, over the whole run
@@ -92,9 +103,9 @@ class OpenAIBackend:
         for attempt in range(self.retries + 1):
             started = time.perf_counter()
             try:
-                response = self._client.chat.completions.create(
+                response = within_deadline(self.timeout, lambda: self._client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=max_tokens,
-                    temperature=self.temperature)
+                    temperature=self.temperature))
             except Exception as e:  # noqa: BLE001 - sorted into fatal / retry / bad reply below
                 delay = self._failure(e, attempt)
                 with self._lock:
@@ -110,7 +121,9 @@ class OpenAIBackend:
         import openai
 
         status = getattr(error, "status_code", None)
-        if isinstance(error, openai.APIStatusError):
+        if isinstance(error, _DeadlineExceeded):
+            pass  # transient, like the SDK's own timeout
+        elif isinstance(error, openai.APIStatusError):
             if status in (401, 403):
                 raise TmdError(f"teacher at {self.where} refused the API key from ${self.api_key_env} "
                                f"(HTTP {status}); check the key and --base-url") from None
@@ -120,9 +133,14 @@ class OpenAIBackend:
             if not _transient_status(status):
                 raise _Rejected(f"HTTP {status}")
         elif not isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+            if not _from_the_reply(error):
+                raise TeacherFailedLocally(
+                    f"teacher call failed on this side before any reply ({type(error).__name__}: "
+                    f"{self._redact(str(error))[:120]}); nothing was journaled, rerun once fixed") from None
             raise _Rejected(f"{type(error).__name__}", malformed=True)
         if attempt >= self.retries:
-            what = f"HTTP {status}" if status else self._redact(_connection_reason(error))
+            what = (f"HTTP {status}" if status else f"no complete reply within --timeout {self.timeout:g} s"
+                    if isinstance(error, _DeadlineExceeded) else self._redact(_connection_reason(error)))
             raise TmdError(f"teacher at {self.where} failed {attempt + 1} times ({what}); finished "
                            "work is saved, rerun the same command to resume") from None
         return self._delay(error, attempt)
@@ -147,6 +165,46 @@ class _Rejected(Exception):
     def __init__(self, detail: str, malformed: bool = False):
         super().__init__(detail)
         self.detail, self.malformed = detail, malformed
+
+
+def within_deadline(seconds: float, call):
+    """call() in a worker thread, given up after `seconds` in all (_DeadlineExceeded). The worker
+    is a daemon and is left to end by itself: the HTTP client's per-read timeout ends it once the
+    server stops sending, and a dribbling server's connection dies with the process."""
+    outcome: dict = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="teacher-request", daemon=True).start()
+    if not done.wait(seconds):
+        raise _DeadlineExceeded(f"no complete reply within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _from_the_reply(error: Exception) -> bool:
+    """Whether an error came from reading the server's reply (a body that is not the JSON of a
+    chat completion), as opposed to a failure on this side before or without any reply."""
+    import json
+
+    import openai
+
+    if isinstance(error, (openai.APIError, json.JSONDecodeError, UnicodeDecodeError)):
+        return True
+    try:
+        import pydantic
+
+        return isinstance(error, pydantic.ValidationError)
+    except ImportError:
+        return False
 
 
 def _transient_status(status: int | None) -> bool:

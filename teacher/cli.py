@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from tmd_local.cli_options import N_CTX, TEMPERATURE, TEXT, THREADS, Real, count
 from tmd_local.errors import TmdError
 
 
@@ -35,32 +36,33 @@ def _consoles():
 @click.command()
 @click.option("--dataset", type=click.Choice(["obqa", "strategyqa", "medqa"]), required=True)
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="train", show_default=True)
-@click.option("--limit", type=int, default=None, help="First N questions of the split.")
+@click.option("--limit", type=count(1), default=None, help="First N questions of the split.")
 @click.option("--data-path", type=click.Path(path_type=Path), default=None,
               help="A question file (normalized JSONL or the benchmark's original format).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with <dataset>/<split>.jsonl (default: $TMD_DATA_DIR or ../shared/data).")
-@click.option("--teacher", "teacher_spec", required=True,
+@click.option("--teacher", "teacher_spec", type=TEXT, required=True,
               help="gold[:rationale|:facts] | openai:<model> | gguf:<path or registry name>. gold's "
                    "Reasoner learns the recorded rationale (default) or steps built from the facts.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder, e.g. runs/<name>/teacher. Rerunning the same command resumes.")
-@click.option("--concurrency", type=int, default=4, show_default=True,
+@click.option("--concurrency", type=count(1, 256), default=4, show_default=True,
               help="Questions in flight at once (openai only; gguf runs one at a time).")
 @click.option("--keep-wrong", is_flag=True, help="Keep traces whose parsed answer is wrong.")
 @click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL, else OpenAI).")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="Name of the environment variable holding the API key (the key is never printed).")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per request.")
-@click.option("--retries", type=int, default=5, show_default=True,
+@click.option("--timeout", type=Real(0, 86_400, low_open=True), default=120.0, show_default=True,
+              help="Seconds one request may take, start to end (however slowly the server answers).")
+@click.option("--retries", type=count(0, 100), default=5, show_default=True,
               help="Re-sends after 429/5xx/timeouts/connection errors, with exponential backoff.")
-@click.option("--backoff", type=float, default=1.0, show_default=True,
+@click.option("--backoff", type=Real(0, 3_600), default=1.0, show_default=True,
               help="Seconds before the first retry; doubles each time (a Retry-After header wins).")
-@click.option("--max-tokens", type=int, default=None,
+@click.option("--max-tokens", type=count(1, 65_536), default=None,
               help="Reply limit for every stage (default: analyzer/informant 256, reasoner/drd 512).")
-@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
-@click.option("--n-ctx", type=int, default=4096, show_default=True, help="Context window (gguf only).")
-@click.option("--threads", type=int, default=None, help="CPU threads (gguf only; default: all cores).")
+@click.option("--temperature", type=TEMPERATURE, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--n-ctx", type=N_CTX, default=4096, show_default=True, help="Context window (gguf only).")
+@click.option("--threads", type=THREADS, default=None, help="CPU threads (gguf only; default: all cores).")
 @one_line_errors
 def teach(dataset, split, limit, data_path, data_dir, teacher_spec, out, concurrency, keep_wrong,
           base_url, api_key_env, timeout, retries, backoff, max_tokens, temperature, n_ctx, threads):
@@ -70,16 +72,12 @@ def teach(dataset, split, limit, data_path, data_dir, teacher_spec, out, concurr
     from .run import RunConfig, prepare_out_dir, run_gold
     from .spec import parse_spec
 
-    _check_numbers(limit=limit, concurrency=concurrency, retries=retries, max_tokens=max_tokens,
-                   backoff=backoff, n_ctx=n_ctx, threads=threads)
-    if timeout <= 0:
-        raise TmdError(f"--timeout {timeout}: expected a positive number of seconds")
     spec = parse_spec(teacher_spec)
     questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir, limit=limit)
-    _, err_console = _consoles()
-    if report.skipped:
-        err_console.print(f"[yellow]skipped {len(report.skipped)} malformed records[/yellow], "
-                          f"first: {report.skipped[0]}", highlight=False)
+    from tmd_local.cli import warn
+
+    for line in report.warnings():
+        warn(line)
     prepare_out_dir(out)
     cfg = RunConfig(dataset=dataset, split=split, limit=limit, source=report.source, out=out,
                     teacher=spec.label, keep_wrong=keep_wrong, temperature=temperature)
@@ -90,14 +88,6 @@ def teach(dataset, split, limit, data_path, data_dir, teacher_spec, out, concurr
                                      api_key_env=api_key_env, timeout=timeout, retries=retries,
                                      backoff=backoff, max_tokens=max_tokens, n_ctx=n_ctx, threads=threads)
     _print_summary(summary, out)
-
-
-def _check_numbers(**values) -> None:
-    for name, value in values.items():
-        low = 0 if name in ("retries", "backoff") else 1
-        if value is not None and value < low:
-            flag = "--" + name.replace("_", "-")
-            raise TmdError(f"{flag} {value}: expected {'a number >= 0' if low == 0 else 'a positive number'}")
 
 
 def _run_model_teacher(spec, questions, cfg, *, concurrency, base_url, api_key_env, timeout, retries,
@@ -130,7 +120,9 @@ def _open_backend(spec, *, base_url, api_key_env, timeout, retries, backoff, tem
         from tmd_local.registry import resolve_model
 
         ref = resolve_model(spec.target)
-        with _consoles()[1].status(f"loading {ref.name}..."):
+        from tmd_local.display import markup_safe
+
+        with _consoles()[1].status(f"loading {markup_safe(ref.name, True)}..."):
             return GGUFBackend(ref, n_ctx=n_ctx, temperature=temperature, threads=threads)
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     api_key = os.environ.get(api_key_env) or None
@@ -149,10 +141,12 @@ class _RichProgress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
+        from tmd_local.display import markup_safe
+
         self._bar = Progress(TextColumn("[b]{task.description}"), BarColumn(), MofNCompleteColumn(),
                              _seconds_per_item_column(), TimeElapsedColumn(), TextColumn("eta"),
                              TimeRemainingColumn(), console=_consoles()[1], transient=True)
-        self._description = description
+        self._description = markup_safe(description, one_line=True)
         self._task = None
 
     def __enter__(self):
@@ -189,9 +183,11 @@ def _seconds_per_item_column():
 def _print_summary(summary: dict, out: Path) -> None:
     from rich.table import Table
 
+    from tmd_local.display import markup_safe, visible
+
     console, _ = _consoles()
-    table = Table(title=f"teacher {summary['teacher']} on {summary['dataset']}/{summary['split']} "
-                        f"({summary['questions']} questions)")
+    table = Table(title=f"teacher {markup_safe(summary['teacher'], True)} on {summary['dataset']}/"
+                        f"{summary['split']} ({summary['questions']} questions)")
     for column in ("module", "kept", "rejected", "rejected by reason"):
         table.add_column(column, justify="right" if column in ("kept", "rejected") else "left")
     for module, counts in summary["modules"].items():
@@ -200,9 +196,10 @@ def _print_summary(summary: dict, out: Path) -> None:
                       ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "-")
     console.print(table)
     for note in _summary_notes(summary):
-        console.print(note, highlight=False)
-    console.print(f"training sets: {out}/{{analyzer,informant,reasoner,drd}}.jsonl  "
-                  f"rejected: {out}/rejected.jsonl  summary: {out}/summary.json", highlight=False)
+        console.print(visible(note), highlight=False, markup=False)
+    console.print(visible(f"training sets: {out}/{{analyzer,informant,reasoner,drd}}.jsonl  "
+                          f"rejected: {out}/rejected.jsonl  summary: {out}/summary.json"),
+                  highlight=False, markup=False)
 
 
 def _summary_notes(summary: dict) -> list[str]:

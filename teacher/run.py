@@ -23,7 +23,7 @@ from tmd_local.prompts import PROMPT_VERSION
 from tmd_local.records import Question
 
 from .gold import gold_outcome
-from .journal import Journal, check_run_identity
+from .journal import Journal, check_run_identity, record_run_identity
 from .model_teacher import Caller, Stopped, outcome, replay, teach_question
 from .traces import MODULES, Context, Outcome
 
@@ -90,8 +90,10 @@ def run_gold(questions: list[Question], cfg: RunConfig) -> dict:
 # --- model teachers ------------------------------------------------------------------------------
 
 def run_model(questions: list[Question], cfg: RunConfig, backend, progress: Progress) -> dict:
-    check_run_identity(cfg.out, cfg.identity())
-    journal = Journal(cfg.out)
+    pinned = check_run_identity(cfg.out, cfg.identity())
+    journal = Journal(cfg.out, cfg.teacher, trust_unnamed=pinned)  # every line is this teacher's
+    if not pinned:
+        record_run_identity(cfg.out, cfg.identity())
     started = time.perf_counter()
     done = {q.id: run for q in questions if (run := replay(q, journal)) is not None}
     pending = [q for q in questions if q.id not in done]

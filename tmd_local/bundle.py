@@ -15,7 +15,6 @@ A model alone is a bundle too (`zero_shot_bundle`): every role is that model, in
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import TmdError
 from .gguf_file import FILE_TYPES, read_gguf_header
+from .jsonl import read_json, require_regular_file
 from .pipeline import ModuleSet
 from .registry import ModelRef, resolve_model
 from .runner import ModuleRef
@@ -101,10 +101,17 @@ class Bundle:
         if not choice.per_role and default not in quants:
             raise TmdError(f"{self.where}: no '{default}' files for every role; available: "
                            f"{', '.join(quants) or 'none'}")
+        if choice.per_role and self.manifest_path is None:
+            overrides = ",".join(f"{role}={q}" for role, q in choice.per_role.items())
+            raise TmdError(f"--quant: per-module quants ({overrides}) need --bundle; {self.name} alone "
+                           f"has only its own quantization ({', '.join(quants)})")
         refs = {}
         for name in ROLES:
             wanted = choice.per_role.get(name, default)
             files = self.roles[name].files_for(prefer_adapter)
+            if name in choice.per_role and not files:
+                raise TmdError(f"{self.where}: {name} runs on the bundle's base ({self.base}), which has "
+                               f"no per-module quants; drop {name}={wanted} from --quant")
             if files and wanted not in files:
                 if name in choice.per_role:
                     raise TmdError(f"{self.where}: no '{wanted}' file for {name}; available: {', '.join(files)}")
@@ -149,11 +156,35 @@ class Bundle:
                          adapter_sha256_expected=role.adapter.sha256, source=role.adapter.where)
 
     def _base_ref(self) -> ModelRef:
-        """The bundle's base model: a registry name, or a GGUF path relative to the bundle."""
-        candidate = self.manifest_path.parent / self.base if self.manifest_path else None
-        ref = resolve_model(candidate if candidate is not None and candidate.is_file() else self.base)
+        """The bundle's base model: a registry name, or a GGUF file inside the bundle folder, held
+        to the same rules as `files` entries: a plain name, and a sha256 to check before loading
+        (the entry listing the same file, or the manifest's `base_sha256`)."""
+        from .registry import EMBEDDED
+
+        if self.manifest_path is None or self.base in EMBEDDED:
+            ref = resolve_model(self.base)
+            quant = FILE_TYPES.get(int(read_gguf_header(ref.path).get("general.file_type", -1)))
+            return ModuleRef(ref.path, ref.name, quant=quant)
+        path = self.manifest_path.parent / self.base
+        entry = self._entry_for(path)
+        where = f"{self.manifest_path}: base"
+        sha = entry.sha256 if entry else self.manifest.get("base_sha256")
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise TmdError(f"{where} {self.base!r}: no sha256 for it (list it under a role's files, or "
+                           "give base_sha256), so it cannot be checked before loading")
+        check_entry(FileEntry(path, sha, entry.size if entry else None, where))
+        ref = resolve_model(path)
         quant = FILE_TYPES.get(int(read_gguf_header(ref.path).get("general.file_type", -1)))
-        return ModuleRef(ref.path, ref.name, quant=quant)
+        return ModuleRef(ref.path, ref.name, quant=quant, size=entry.size if entry else None,
+                         sha256_expected=sha.lower(), source=where)
+
+    def _entry_for(self, path: Path) -> FileEntry | None:
+        """The manifest's entry for this file, if a role lists it."""
+        for role in self.roles.values():
+            for entry in [*role.files.values(), *role.adapter_base_files.values()]:
+                if entry.path == path:
+                    return entry
+        return None
 
 
 LORA_SUFFIX = "+lora"
@@ -215,11 +246,16 @@ def _precision_rank(quant: str) -> int:
 
 
 def check_entry(entry: FileEntry) -> None:
-    """Cheap checks at selection time (existence, size); sha256 is checked before the first load."""
+    """Cheap checks at selection time (existence, a regular file, size); sha256 is checked before
+    the first load. A FIFO or a link to a device is refused here: hashing it would never end."""
     try:
         size = entry.path.stat().st_size
     except OSError:
         raise TmdError(f"{entry.where}: file {entry.path} is missing") from None
+    try:
+        require_regular_file(entry.path, "GGUF file")
+    except TmdError as e:
+        raise TmdError(f"{entry.where}: {e}") from None
     if entry.size is not None and size != entry.size:
         word = "truncated" if size < entry.size else "larger than the manifest says"
         raise TmdError(f"{entry.where}: file {entry.path} is {word} ({size} bytes, expected {entry.size})")
@@ -231,15 +267,9 @@ def load_bundle(path: str | Path) -> Bundle:
     """A bundle folder or its manifest.json -> Bundle, validating every field it relies on."""
     path = Path(path).expanduser()
     manifest_path = path / MANIFEST if path.is_dir() else path
-    if not manifest_path.is_file():
+    if not manifest_path.exists():
         raise TmdError(f"{manifest_path}: no bundle manifest here (expected models/<bundle>/{MANIFEST})")
-    try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise TmdError(f"{manifest_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except OSError as e:
-        raise TmdError(f"{manifest_path}: cannot read ({e.strerror})") from None
-    return parse_manifest(data, manifest_path)
+    return parse_manifest(read_json(manifest_path, "bundle manifest"), manifest_path)
 
 
 def parse_manifest(data, manifest_path: Path) -> Bundle:
@@ -251,6 +281,10 @@ def parse_manifest(data, manifest_path: Path) -> Bundle:
     base = data.get("base")
     if not isinstance(base, str) or not base.strip():
         raise TmdError(f"{where}: field 'base': expected a model name or GGUF path, got {base!r}")
+    from .registry import EMBEDDED
+
+    if base not in EMBEDDED:
+        _check_name(base, f"{where}: field 'base")
     modules = data.get("modules")
     if not isinstance(modules, dict):
         raise TmdError(f"{where}: field 'modules': expected an object with {', '.join(ROLES)}")
@@ -300,8 +334,7 @@ def _parse_file(entry, manifest_path: Path, at: str) -> FileEntry:
     name = entry.get("file")
     if not isinstance(name, str) or not name.strip():
         raise TmdError(f"{at}.file': expected a file name, got {name!r}")
-    if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\\" in name:
-        raise TmdError(f"{at}.file': {name!r} must be a plain name inside the bundle folder")
+    _check_name(name, f"{at}.file")
     sha = entry.get("sha256")
     if not isinstance(sha, str) or not _SHA256.match(sha):
         raise TmdError(f"{at}.sha256': expected 64 hex characters, got {sha!r}")
@@ -311,6 +344,15 @@ def _parse_file(entry, manifest_path: Path, at: str) -> FileEntry:
     bits = entry.get("bits_per_weight")
     return FileEntry(manifest_path.parent / name, sha.lower(), size or None, where,
                      bits if isinstance(bits, (int, float)) else None)
+
+
+def _check_name(name: str, at: str) -> None:
+    """A file named by the manifest: a plain name inside the bundle folder, never a path out of it
+    (absolute, '..'), the folder itself ('.') or a name no file system takes (NUL, control codes)."""
+    parts = PurePosixPath(name).parts
+    if (PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name or not parts
+            or name.strip() in (".", "") or re.search("[\x00-\x1f\x7f]", name)):
+        raise TmdError(f"{at}': {name!r} must be a plain name inside the bundle folder")
 
 
 def zero_shot_bundle(model: str | Path | ModelRef) -> Bundle:

@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from .cli_options import N_CTX, SEED, SIZE, TEMPERATURE, TEXT, THREADS, count
+from .display import markup_safe, visible
 from .errors import TmdError
 from .pipeline import SYSTEMS
 from .registry import DEFAULT_MODEL
@@ -25,12 +27,33 @@ def one_line_errors(func):
         try:
             return func(*args, **kwargs)
         except TmdError as e:
-            err_console.print(f"[red]Error:[/red] {e}", highlight=False, soft_wrap=True)
+            print_error(str(e))
             sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("Interrupted; finished work is saved, rerun the same command to resume.")
             sys.exit(130)
     return wrapper
+
+
+def print_error(message: str) -> None:
+    """`Error: <message>` as one line: the message is shown, never read as markup or obeyed as
+    terminal control codes (it quotes user input and file contents)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("Error:", "red"), " ", visible(message, one_line=True)),
+                      highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr, shown as written (see print_error)."""
+    from rich.text import Text
+
+    err_console.print(Text(visible(message, one_line=True), style="yellow"), highlight=False, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """A plain line on stdout that quotes paths or names: never read as markup."""
+    console.print(visible(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def generation_options(func):
@@ -40,10 +63,10 @@ def generation_options(func):
                      help="Registry name or .gguf path used for every module (zero-shot)."),
         click.option("--system", type=click.Choice(["tmd", "drd", "mc"]), default="tmd", show_default=True,
                      help="mc: no reasoning, the log-likelihood of each option's text."),
-        click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens."),
-        click.option("--threads", type=int, default=None, help="CPU threads (default: all cores)."),
-        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--n-ctx", type=N_CTX, default=2048, show_default=True, help="Context window in tokens."),
+        click.option("--threads", type=THREADS, default=None, help="CPU threads (default: all cores)."),
+        click.option("--temperature", type=TEMPERATURE, default=0.0, show_default=True, help="0 = greedy."),
+        click.option("--seed", type=SEED, default=0, show_default=True),
     ]
     for decorate in reversed(decorators):
         func = decorate(func)
@@ -59,13 +82,13 @@ def runtime_options(func=None, *, several_bundles: bool = False):
                      multiple=several_bundles, default=() if several_bundles else None,
                      help="Bundle folder (models/<bundle>) or its manifest.json; replaces --model."
                           + (" Repeat to evaluate several." if several_bundles else "")),
-        click.option("--quant", default=None,
+        click.option("--quant", type=TEXT, default=None,
                      help="Bundle quantization (default: its default_quant, else q8_0); "
                           "'q8_0+lora' runs merged roles as base + LoRA where shipped; "
                           "'f16,reasoner=q4_k_m' quantizes one module differently."),
-        click.option("--max-memory", default=None, metavar="SIZE",
+        click.option("--max-memory", type=SIZE, default=None, metavar="SIZE",
                      help="Refuse to load a module that would take tmd past SIZE (600MB, 1.5GiB...)."),
-        click.option("--memory-budget", default=None, metavar="SIZE",
+        click.option("--memory-budget", type=SIZE, default=None, metavar="SIZE",
                      help="Run the bundle's per-module quant mix with the best measured accuracy whose "
                           "measured peak RSS fits SIZE (from tmd eval results); also sets --max-memory."),
         click.option("--results", "results_paths", multiple=True, type=click.Path(path_type=Path),
@@ -89,11 +112,15 @@ def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, *, sy
     if memory_budget:
         from .quantmix import quant_for_budget
 
-        quant = quant_for_budget(source, quant, memory_budget, systems, results_paths, err_console.print)
+        quant = quant_for_budget(source, quant, memory_budget, systems, results_paths, warn_plain)
         max_memory = max_memory or memory_budget
     modules = source.module_set(quant)
     pool = ModulePool(settings, budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded)
     return modules, pool, source
+
+
+def warn_plain(message: str) -> None:
+    err_console.print(visible(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def label_with_bundle(config: dict, source) -> dict:
@@ -113,7 +140,7 @@ def build_settings(n_ctx, threads, temperature, seed):
     from .runner import GenerationSettings
 
     settings = GenerationSettings(n_ctx=n_ctx, temperature=temperature, seed=seed)
-    if threads:
+    if threads is not None:  # validated at the command line: 1..512
         settings.n_threads = threads
     return settings
 
@@ -125,8 +152,8 @@ def cli():
 
 
 @cli.command()
-@click.argument("question")
-@click.option("--option", "options", multiple=True, metavar="LETTER=TEXT",
+@click.argument("question", type=TEXT)
+@click.option("--option", "options", type=TEXT, multiple=True, metavar="LETTER=TEXT",
               help="An answer option, e.g. --option A='a marsh'. Repeat for each option.")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 @generation_options
@@ -137,7 +164,7 @@ def ask(question, options, as_json, model, system, n_ctx, threads, temperature, 
     """Answer one QUESTION and show the whole trace."""
     from .records import Question
 
-    q = Question("cli", question, parse_option_flags(options))
+    q = Question("cli", parse_question_text(question), parse_option_flags(options))
     settings = build_settings(n_ctx, threads, temperature, seed)
     modules, pool, _ = build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, systems=(system,),
                                      memory_budget=memory_budget, results_paths=results_paths)
@@ -150,15 +177,26 @@ def ask(question, options, as_json, model, system, n_ctx, threads, temperature, 
         console.print(trace_view(trace))
 
 
+def parse_question_text(question: str) -> str:
+    """The question as the modules get it; empty or blank is refused (the model would answer it)."""
+    if not question.strip():
+        raise TmdError("QUESTION: expected the question's text, got an empty one")
+    return question.strip()
+
+
 def parse_option_flags(options: tuple[str, ...]) -> dict[str, str]:
+    import string
+
     if len(options) < 2:
         raise TmdError("--option: expected at least two, e.g. --option A='yes' --option B='no'")
     parsed = {}
     for item in options:
         letter, sep, text = item.partition("=")
         letter = letter.strip().upper()
-        if not sep or len(letter) != 1 or not letter.isalpha() or not text.strip():
-            raise TmdError(f"--option {item!r}: expected LETTER=TEXT, e.g. A='a marsh'")
+        # A-Z only: the prompts, the answer parser and the letter tokens know no other keys (an
+        # option keyed α could never be parsed as the answer).
+        if not sep or len(letter) != 1 or letter not in string.ascii_uppercase or not text.strip():
+            raise TmdError(f"--option {item!r}: expected LETTER=TEXT with a letter A-Z, e.g. A='a marsh'")
         if letter in parsed:
             raise TmdError(f"--option {letter}: given twice")
         parsed[letter] = text.strip()
@@ -173,7 +211,7 @@ def _run_with_status(system, questions, modules, settings, quiet=False, pool=Non
             self.status = status
 
         def stage_started(self, stage, model):
-            self.status.update(f"[cyan]{stage}[/cyan]: loading {model.name} and generating...")
+            self.status.update(f"[cyan]{stage}[/cyan]: loading {markup_safe(model.name, True)} and generating...")
 
     if quiet:
         return run(system, questions, modules, settings, pool=pool)
@@ -192,8 +230,8 @@ def demo(model, system, n_ctx, threads, temperature, seed):
     from .render import trace_view
 
     ref = resolve_model(model)
-    console.print(f"[b]tmd demo[/b]: {system.upper()} pipeline, every module = {ref.name} "
-                  f"({ref.path.name}), zero-shot (no fine-tuning), greedy decoding, one module in "
+    console.print(f"[b]tmd demo[/b]: {system.upper()} pipeline, every module = {markup_safe(ref.name)} "
+                  f"({markup_safe(ref.path.name)}), zero-shot (no fine-tuning), greedy decoding, one module in "
                   "memory at a time.\n")
     modules = ModuleSet.single(ref)
     settings = build_settings(n_ctx, threads, temperature, seed)
@@ -204,21 +242,21 @@ def demo(model, system, n_ctx, threads, temperature, seed):
         console.rule()
         correct += bool(trace.correct)
     console.print(f"{correct}/{len(DEMO_QUESTIONS)} demo questions answered correctly by the zero-shot "
-                  f"{ref.name}. Three questions say nothing about accuracy: see `tmd eval`.")
+                  f"{markup_safe(ref.name)}. Three questions say nothing about accuracy: see `tmd eval`.")
 
 
 @cli.command(name="eval")
 @click.option("--dataset", "datasets", type=click.Choice(["obqa", "strategyqa", "medqa"]), multiple=True,
               required=True, help="Repeat for several datasets.")
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
-@click.option("--limit", type=int, default=None, help="First N questions of the split (after --offset).")
-@click.option("--offset", type=int, default=0, show_default=True,
+@click.option("--limit", type=count(1), default=None, help="First N questions of the split (after --offset).")
+@click.option("--offset", type=count(0), default=0, show_default=True,
               help="Skip the split's first N questions (e.g. a held-out tail of train).")
 @click.option("--system", "systems", type=click.Choice(list(SYSTEMS)), multiple=True,
               help="Repeat for several systems (default: tmd). mc: option log-likelihood, no reasoning; "
                    "tmd-gold-subq / tmd-gold-facts: the gold subquestions (and facts) replace the "
                    "Analyzer (and Informant), to show where TMD's errors come from.")
-@click.option("--seeds", type=int, default=1, show_default=True,
+@click.option("--seeds", type=count(1, 1000), default=1, show_default=True,
               help="Sampling seeds 0..N-1 (needs --temperature > 0); accuracy is reported as mean ± std.")
 @click.option("--data-path", type=click.Path(path_type=Path), default=None,
               help="A question file (normalized JSONL or the benchmark's original format).")
@@ -227,14 +265,14 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--strict", is_flag=True, help="Reject the data file at its first malformed record.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/eval.jsonl"), show_default=True,
               help="Results JSONL, one line per question per configuration. Reruns resume.")
-@click.option("--batch-size", type=int, default=10, show_default=True,
+@click.option("--batch-size", type=count(1, 10_000), default=10, show_default=True,
               help="Questions per stage batch: each module loads once per batch and evaluates the "
                    "prompt start its prompts share once; results are written batch by batch.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Registry name or .gguf path used for every module (zero-shot).")
-@click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
-@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--n-ctx", type=N_CTX, default=2048, show_default=True, help="Context window in tokens.")
+@click.option("--threads", type=THREADS, default=None, help="CPU threads (default: all cores).")
+@click.option("--temperature", type=TEMPERATURE, default=0.0, show_default=True, help="0 = greedy.")
 @runtime_options(several_bundles=True)
 @one_line_errors
 def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
@@ -242,18 +280,20 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
     """Accuracy of systems on benchmark splits, with 95% confidence intervals."""
     from .datasets import load_questions
     from .evaluate import run_config
-    from .jsonl import write_json_atomic
+    from .jsonl import check_output_file, write_json_atomic
     from .render import summary_table
 
-    if limit is not None and limit < 1:
-        raise TmdError(f"--limit {limit}: expected a positive number")
-    if offset < 0:
-        raise TmdError(f"--offset {offset}: expected a number >= 0")
-    if seeds < 1 or (seeds > 1 and temperature == 0):
+    if seeds > 1 and temperature == 0:
         raise TmdError(f"--seeds {seeds}: greedy decoding (--temperature 0) gives the same answers for "
                        "every seed; set --temperature > 0 or use --seeds 1")
     if data_path and len(datasets) > 1:
         raise TmdError("--data-path: give one --dataset with it")
+    summary_path = out.with_suffix(".summary.json")
+    check_output_file(out, "--out")  # before any model is loaded or question asked
+    check_output_file(summary_path, "--out (its summary)")
+    from .results import read_results
+
+    read_results(out, repair=True)  # a results file to resume, or refused now (another kind, damaged)
     runtimes = [build_runtime(model, bundle, quant, max_memory, keep_loaded,
                               build_settings(n_ctx, threads, temperature, 0), systems=systems or ("tmd",),
                               memory_budget=memory_budget, results_paths=results_paths)
@@ -262,9 +302,8 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
     for dataset in datasets:
         questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir,
                                            strict=strict, limit=limit, offset=offset)
-        if report.skipped:
-            err_console.print(f"[yellow]skipped {len(report.skipped)} malformed records[/yellow], "
-                              f"first: {report.skipped[0]}", highlight=False)
+        for line in report.warnings():
+            warn(line)
         for (modules, pool, source), system in itertools.product(runtimes, systems or ("tmd",)):
             for seed in range(seeds):
                 settings = build_settings(n_ctx, threads, temperature, seed)
@@ -276,10 +315,9 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
                     summary = _evaluate_with_progress(questions, system, modules, settings, config, out,
                                                       batch_size, pool)
                 summaries.append(summary.to_dict())
-    summary_path = out.with_suffix(".summary.json")
     write_json_atomic(summary_path, summaries)
     console.print(summary_table(summaries))
-    console.print(f"results: {out}  summary: {summary_path}  (make a report: tmd report {out})")
+    say(f"results: {out}  summary: {summary_path}  (make a report: tmd report {out})")
 
 
 @cli.command()
@@ -290,15 +328,21 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
 @one_line_errors
 def report(results, out, readme):
     """Markdown report (tables and plots) from one or more results JSONL files."""
+    from .jsonl import check_output_file, require_regular_file
     from .report import write_report
 
-    missing = [str(p) for p in results if not p.is_file()]
-    if missing:
-        raise TmdError(f"{missing[0]}: no such results file")
-    if readme is not None and not readme.is_file():
-        raise TmdError(f"--readme {readme}: no such file")
+    for path in results:
+        if not path.exists():
+            raise TmdError(f"{path}: no such results file")
+        require_regular_file(path, "results file")
+    if readme is not None:
+        if not readme.exists():
+            raise TmdError(f"--readme {readme}: no such file")
+        require_regular_file(readme, "README file")
+        check_output_file(readme, "--readme")
+    check_output_file(out, "--out")  # checked before the results are read and the plots drawn
     path = write_report(list(results), out, readme)
-    console.print(f"report: {path}")
+    say(f"report: {path}")
 
 
 def _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size, pool=None):
@@ -333,9 +377,9 @@ def models():
     for name in EMBEDDED:
         try:
             ref = resolve_model(name)
-            console.print(f"{name}  {ref.path}  ({ref.path.stat().st_size / 1e6:.0f} MB)")
+            say(f"{name}  {ref.path}  ({ref.path.stat().st_size / 1e6:.0f} MB)")
         except TmdError as e:
-            console.print(f"{name}  [red]{e}[/red]")
+            console.print(f"{name}  [red]{markup_safe(e, True)}[/red]")
 
 
 # Each stage owns its command in <package>/cli.py; those modules import heavy libraries lazily.

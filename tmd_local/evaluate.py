@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .jsonl import append_jsonl, read_jsonl
+from .errors import TmdError
+from .jsonl import append_jsonl
 from .memory import peak_rss_mb
 from .pipeline import Events, ModuleSet, run, system_roles
 from .prompts import PROMPT_VERSION
 from .records import Question
 from .registry import file_sha256, gguf_summary
+from .results import read_results
 from .runner import GenerationSettings, ModulePool
 
 
@@ -75,8 +77,10 @@ def config_key(config: dict) -> str:
 
 @dataclass
 class EvalSummary:
+    """Accuracy over the scored questions; questions without a gold answer are counted as unscored,
+    never as wrong."""
     config: dict
-    n: int
+    n: int                      # scored questions (those with a gold answer)
     correct: int
     unparsed: int               # no stated answer (the headline answer is scored, so never missing)
     stated_correct: int
@@ -84,6 +88,7 @@ class EvalSummary:
     seconds_per_question: float
     peak_rss_mb: float
     results_path: str
+    unscored: int = 0           # answered, but the data gives no gold answer to score against
 
     @property
     def accuracy(self) -> float:
@@ -97,7 +102,8 @@ class EvalSummary:
                 "stated_share": round((self.n - self.unparsed) / self.n, 4) if self.n else 0.0,
                 **({"accuracy_norm": round(self.correct_norm / self.n, 4) if self.n else 0.0}
                    if self.correct_norm is not None else {}),
-                "unparsed": self.unparsed, "seconds_per_question": round(self.seconds_per_question, 2),
+                "unparsed": self.unparsed, "unscored": self.unscored,
+                "seconds_per_question": round(self.seconds_per_question, 2),
                 "peak_rss_mb": round(self.peak_rss_mb, 1), "results": self.results_path}
 
 
@@ -105,9 +111,13 @@ def evaluate(questions: list[Question], system: str, modules: ModuleSet, setting
              config: dict, out: Path, *, batch_size: int = 1, on_question=None,
              events: Events | None = None, pool: ModulePool | None = None) -> EvalSummary:
     """Run the questions not yet in `out` for this config, appending each result as it finishes."""
+    ids = [q.id for q in questions]
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise TmdError(f"question id {twice!r} appears more than once; each question needs its own id")
     key = config_key(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"]: r for r in read_jsonl(out) if config_key(r["config"]) == key}
+    done = {r["id"]: r for _, r in read_results(out, repair=True) if config_key(r["config"]) == key}
     todo = [q for q in questions if q.id not in done]
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
@@ -125,12 +135,15 @@ def evaluate(questions: list[Question], system: str, modules: ModuleSet, setting
 
 
 def summarize(records: list[dict], config: dict, out: Path) -> EvalSummary:
+    answered = records
+    peak = max((s["peak_rss_mb"] for r in answered for s in r["stages"].values()), default=peak_rss_mb())
+    seconds = sum(r.get("wall_seconds", 0.0) for r in answered) / len(answered) if answered else 0.0
+    records = [r for r in answered if r["correct"] is not None]  # scored: the question has a gold answer
     n = len(records)
-    peak = max((s["peak_rss_mb"] for r in records for s in r["stages"].values()), default=peak_rss_mb())
     norm = [r for r in records if "answer_norm" in r]
-    return EvalSummary(config=config, n=n, correct=sum(1 for r in records if r["correct"]),
+    return EvalSummary(config=config, n=n, correct=sum(1 for r in records if r["correct"] is True),
                        unparsed=sum(1 for r in records if stated_answer(r) is None),
                        stated_correct=sum(map(stated_correct, records)),
                        correct_norm=sum(r["answer_norm"] == r["gold"] for r in norm) if norm else None,
-                       seconds_per_question=sum(r["wall_seconds"] for r in records) / n if n else 0.0,
-                       peak_rss_mb=peak, results_path=str(out))
+                       seconds_per_question=seconds, peak_rss_mb=peak, results_path=str(out),
+                       unscored=len(answered) - n)

@@ -9,6 +9,7 @@ for (gguf pulls in numpy, which the app's startup does without).
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,11 +35,27 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
             11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 SMALL_ARRAY = 64  # arrays longer than this (vocabularies, merges) are skipped, not decoded
+MAX_NESTING = 8   # arrays of arrays; real files nest one level
+MAX_DIMS = 8      # ggml tensors have at most 4
+# The fewest bytes one item of each type can take: every count in the header is bounded by what is
+# left of the file divided by this, before anything is allocated or looped over.
+_MIN_BYTES = {**{k: struct.calcsize(f) for k, f in _SCALARS.items()}, _STRING: 8, _ARRAY: 12}
+
+
+class _Corrupt(ValueError):
+    """A length, count or type in the header that the file cannot hold."""
 
 
 class _Reader:
-    def __init__(self, f):
+    """Reads a GGUF header, trusting no length in it: each is checked against the file's size."""
+
+    def __init__(self, f, size: int):
         self.f = f
+        self.size = size
+
+    @property
+    def left(self) -> int:
+        return self.size - self.f.tell()
 
     def take(self, fmt: str):
         size = struct.calcsize(fmt)
@@ -47,34 +64,51 @@ class _Reader:
             raise EOFError
         return struct.unpack(fmt, data)[0]
 
+    def count(self, kind: int, what: str) -> int:
+        """A count of items of `kind`, refused when the rest of the file could not hold them."""
+        n = self.take("<Q")
+        if n * _MIN_BYTES[kind] > self.left:
+            raise _Corrupt(f"{what} of {n} items does not fit in the file's {self.size} bytes")
+        return n
+
     def string(self) -> str:
         n = self.take("<Q")
+        if n > self.left:
+            raise _Corrupt(f"a string of {n} bytes does not fit in the file's {self.size} bytes")
         data = self.f.read(n)
         if len(data) != n:
             raise EOFError
         return data.decode("utf-8", errors="replace")
 
-    def value(self, kind: int):
+    def value(self, kind: int, depth: int = 0):
         if kind in _SCALARS:
             return self.take(_SCALARS[kind])
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
-            inner, count = self.take("<I"), self.take("<Q")
+            inner = self.take("<I")
+            if inner not in _MIN_BYTES:
+                raise _Corrupt(f"unknown GGUF value type {inner}")
+            if inner == _ARRAY and depth >= MAX_NESTING:
+                raise _Corrupt(f"arrays nested more than {MAX_NESTING} deep")
+            count = self.count(inner, "an array")
             if count <= SMALL_ARRAY:
-                return [self.value(inner) for _ in range(count)]
+                return [self.value(inner, depth + 1) for _ in range(count)]
             if inner in _SCALARS:
-                self.f.seek(count * struct.calcsize(_SCALARS[inner]), 1)
+                self.f.seek(count * _MIN_BYTES[inner], 1)
             else:
                 for _ in range(count):
-                    self.value(inner)
+                    self.value(inner, depth + 1)
             return None
-        raise ValueError(f"unknown GGUF value type {kind}")
+        raise _Corrupt(f"unknown GGUF value type {kind}")
 
     def tensor(self) -> "Tensor":
         name = self.string()
+        n_dims = self.take("<I")
+        if n_dims > MAX_DIMS:
+            raise _Corrupt(f"tensor {name[:60]!r} has {n_dims} dimensions")
         n_elements = 1
-        for _ in range(self.take("<I")):
+        for _ in range(n_dims):
             n_elements *= self.take("<Q")
         return Tensor(name, type_code=self.take("<I"), n_elements=n_elements, offset=self.take("<Q"))
 
@@ -104,22 +138,32 @@ class Tensor:
 def _read(path: Path, with_tensors: bool) -> tuple[dict, list[Tensor], int]:
     """The metadata (long arrays such as the vocabulary come back as None), then, with_tensors,
     the tensors and the file offset where their data starts (else [] and 0)."""
+    from .jsonl import require_regular_file
+
+    require_regular_file(Path(path), "GGUF file")  # a FIFO or device would block or never end
     try:
         with open(path, "rb") as f:
-            r = _Reader(f)
+            r = _Reader(f, os.fstat(f.fileno()).st_size)
             if f.read(4) != b"GGUF":
                 raise TmdError(f"{path}: not a GGUF file")
-            version, n_tensors, n_kv = r.take("<I"), r.take("<Q"), r.take("<Q")
+            version = r.take("<I")
+            n_tensors, n_kv = r.take("<Q"), r.count(_STRING, "the key/value list")
             header: dict = {"GGUF.version": version}
             for _ in range(n_kv):
                 key = r.string()
                 header[key] = r.value(r.take("<I"))
             if not with_tensors:
                 return header, [], 0
+            if n_tensors * 24 > r.left:  # name length, dims, type, offset: 24 bytes at least
+                raise _Corrupt(f"{n_tensors} tensors do not fit in the file's {r.size} bytes")
             tensors = [r.tensor() for _ in range(n_tensors)]
-            alignment = int(header.get("general.alignment") or DEFAULT_ALIGNMENT)
+            alignment = header.get("general.alignment") or DEFAULT_ALIGNMENT
+            if not isinstance(alignment, int) or isinstance(alignment, bool) or not 0 < alignment <= 1 << 20:
+                raise _Corrupt(f"general.alignment {alignment!r}")
             return header, tensors, -(-f.tell() // alignment) * alignment
-    except (EOFError, ValueError, struct.error):
+    except _Corrupt as e:
+        raise TmdError(f"{path}: GGUF header is truncated or corrupt ({e})") from None
+    except (EOFError, ValueError, OverflowError, struct.error):
         raise TmdError(f"{path}: GGUF header is truncated or corrupt") from None
     except OSError as e:
         raise TmdError(f"{path}: cannot read ({e.strerror})") from None
@@ -190,7 +234,12 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         tensor_bytes += n_bytes
     code, bos, alpha = (header.get(k) for k in ("general.file_type", "tokenizer.ggml.bos_token_id",
                                                  "adapter.lora.alpha"))
-    eos = (header.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"))
+    eos = [header.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")]
+    template = header.get("tokenizer.chat_template")
+    if not all(v is None or _is_int(v) for v in (code, bos, *eos)) or not (
+            alpha is None or isinstance(alpha, (int, float))) or not (template is None or isinstance(template, str)):
+        raise TmdError(f"{path}: GGUF header is corrupt (a file type, token id, LoRA alpha or chat "
+                       "template of the wrong type)")
     return GGUFInfo(
         path=Path(path), general_type=str(header.get("general.type") or "model"),
         architecture=str(header.get("general.architecture") or ""),
@@ -198,12 +247,16 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         n_tensors=len(tensors), n_elements=sum(t.n_elements for t in tensors),
         tensor_bytes=tensor_bytes,
         tensor_types=dict(sorted(types.items())), type_elements=dict(sorted(elements.items())),
-        chat_template=header.get("tokenizer.chat_template"),
+        chat_template=template,
         bos_token_id=int(bos) if bos is not None else None,
         eos_token_ids=list(dict.fromkeys(int(x) for x in eos if x is not None)),
         size_bytes=size,
         tmd={k: str(v) for k, v in header.items() if k.startswith(TMD_PREFIX)},
         lora_alpha=float(alpha) if alpha is not None else None)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _stored(path: Path, tensor: Tensor) -> tuple[str, int]:

@@ -126,12 +126,15 @@ def estimate_footprint(path: Path, n_ctx: int, n_batch: int | None = None,
         n_layer = int(header[f"{arch}.block_count"])
         n_embd = int(header[f"{arch}.embedding_length"])
         n_head = _first(header[f"{arch}.attention.head_count"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         raise TmdError(f"{path}: GGUF lacks the {arch}.block_count/embedding_length/attention.head_count "
                        "metadata needed to size its KV cache") from None
-    n_head_kv = _first(header.get(f"{arch}.attention.head_count_kv", n_head))
-    head_k = int(header.get(f"{arch}.attention.key_length", n_embd // n_head))
-    head_v = int(header.get(f"{arch}.attention.value_length", n_embd // n_head))
+    try:
+        n_head_kv = _first(header.get(f"{arch}.attention.head_count_kv", n_head))
+        head_k = int(header.get(f"{arch}.attention.key_length", n_embd // n_head))
+        head_v = int(header.get(f"{arch}.attention.value_length", n_embd // n_head))
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise TmdError(f"{path}: GGUF header is truncated or corrupt (attention head metadata)") from None
     n_batch = n_batch or min(512, n_ctx)
     kv = n_layer * n_ctx * n_head_kv * (head_k + head_v) * 2  # f16 K and V
     scratch = n_head * n_ctx * n_batch * 4  # one layer's attention scores for a full batch

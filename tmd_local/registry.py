@@ -52,8 +52,13 @@ def _embedded_path(name: str) -> Path:
 
 
 def check_gguf(path: Path) -> None:
+    """A regular file that starts like a GGUF. A FIFO or a device is refused before it is opened:
+    reading one blocks forever (a FIFO) or never ends (/dev/zero)."""
+    from .jsonl import require_regular_file
+
     if path.is_dir():
         raise TmdError(f"{path}: is a directory, expected a .gguf file")
+    require_regular_file(path, ".gguf file")
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -68,6 +73,9 @@ _HASHES: dict[tuple[str, int, float], str] = {}
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file, cached per (path, size, mtime) so a run hashes each file once."""
+    from .jsonl import require_regular_file
+
+    require_regular_file(path, "model file")  # a device behind a symlink would be hashed forever
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime)
     if key not in _HASHES:

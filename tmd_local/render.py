@@ -7,22 +7,25 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .display import markup_safe, visible
 from .pipeline import Trace
 
 
 def trace_view(trace: Trace) -> Group:
     q = trace.question
-    parts = [Panel(Text(q.question + "\n\n" + "\n".join(f"{k}. {v}" for k, v in q.options.items())),
-                   title=f"[b]{trace.system.upper()}[/b] question {q.id}", border_style="cyan")]
+    # Everything quoted from the question, the data or the model is shown, never obeyed: no markup,
+    # and control characters (ANSI escapes) as visible escapes.
+    parts = [Panel(Text(visible(q.question + "\n\n" + "\n".join(f"{k}. {v}" for k, v in q.options.items()))),
+                   title=f"[b]{trace.system.upper()}[/b] question {markup_safe(q.id, True)}", border_style="cyan")]
     if trace.system == "tmd":
         parts.append(_knowledge_table(trace))
     if trace.system != "mc":
-        parts.append(Panel(Text(trace.reasoning or "(no output)"), title="Reasoning", border_style="blue"))
+        parts.append(Panel(Text(visible(trace.reasoning or "(no output)")), title="Reasoning", border_style="blue"))
     parts.append(_answer_line(trace))
     if trace.option_probs:
         parts.append(option_bars(trace))
     for warning in trace.warnings:
-        parts.append(Text(f"warning: {warning}", style="yellow"))
+        parts.append(Text(visible(f"warning: {warning}"), style="yellow"))
     parts.append(stage_table(trace))
     return Group(*parts)
 
@@ -35,7 +38,7 @@ def _knowledge_table(trace: Trace) -> Table:
     if not trace.subquestions:
         table.add_row("-", "No decomposition", "-")
     for i, (sq, kn) in enumerate(zip(trace.subquestions, trace.knowledge), start=1):
-        table.add_row(str(i), sq, kn)
+        table.add_row(str(i), Text(visible(sq)), Text(visible(kn)))
     return table
 
 
@@ -44,11 +47,11 @@ def _answer_line(trace: Trace) -> Text:
     if trace.answer is None:
         chosen = Text("Answer: none could be parsed from the output", style="bold red")
     else:
-        chosen = Text(f"Answer: {trace.answer}. {q.options[trace.answer]}", style="bold green")
+        chosen = Text(visible(f"Answer: {trace.answer}. {q.options[trace.answer]}"), style="bold green")
         chosen.append(f"  [{answer_provenance(trace)}]", style="dim")
     if trace.correct is not None:
         mark = "correct" if trace.correct else f"wrong, gold {q.answer}. {q.options[q.answer]}"
-        chosen.append(f"  ({mark})", style="green" if trace.correct else "red")
+        chosen.append(visible(f"  ({mark})"), style="green" if trace.correct else "red")
     return chosen
 
 
@@ -74,11 +77,12 @@ def option_bars(trace: Trace, width: int = 30) -> Table:
 
 def stage_table(trace: Trace) -> Table:
     models = ", ".join(sorted({f"{s.model} ({s.file_type})" for s in trace.stages.values()}))
-    table = Table(title="Stages", title_justify="left", caption=f"model: {models}", caption_justify="left")
+    table = Table(title="Stages", title_justify="left", caption=f"model: {markup_safe(models)}",
+                  caption_justify="left")
     for col in ("stage", "calls", "load s", "gen s", "in tok", "out tok", "tok/s", "peak MB"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in trace.stages.values():
-        table.add_row(s.stage, str(s.calls), f"{s.load_seconds:.2f}", f"{s.seconds:.2f}",
+        table.add_row(markup_safe(s.stage), str(s.calls), f"{s.load_seconds:.2f}", f"{s.seconds:.2f}",
                       str(s.prompt_tokens), str(s.completion_tokens), f"{s.tokens_per_second:.1f}",
                       f"{s.peak_rss_mb:.0f}")
     return table
@@ -94,11 +98,17 @@ def summary_table(summaries: list[dict]) -> Table:
     for s in summaries:
         c = s["config"]
         low, high = s["ci95"]
-        table.add_row(c["system"].upper(), f"{c['dataset']}/{c['split']}", str(s["n"]), f"{100 * s['accuracy']:.1f}%",
-                      f"{100 * low:.0f}-{100 * high:.0f}%", _stated_cells(s)[0], _stated_cells(s)[1],
+        scored = s["n"] > 0
+        table.add_row(c["system"].upper(), f"{c['dataset']}/{c['split']}", str(s["n"]),
+                      f"{100 * s['accuracy']:.1f}%" if scored else "-",
+                      f"{100 * low:.0f}-{100 * high:.0f}%" if scored else "-",
+                      *(_stated_cells(s) if scored else ("-", "-")),
                       f"{s['seconds_per_question']:.1f}", f"{s['peak_rss_mb']:.0f}")
         models = ", ".join(sorted({f"{m['file']} ({m.get('file_type', '?')})" for m in c["models"].values()}))
-        label = f"student: {models}; teacher: {c['teacher']}; seed {c['settings']['seed']}"
+        label = markup_safe(f"student: {models}; teacher: {c['teacher']}; seed {c['settings']['seed']}")
+        if s.get("unscored"):
+            label += (f"\n{c['system'].upper()} {c['dataset']}: {s['unscored']} answered questions have no gold "
+                      "answer and are not scored (n counts scored questions only)")
         if label not in labels:
             labels.append(label)
     table.caption = "\n".join(labels + ["acc: the most probable option after the reasoning (mc: acc "

@@ -16,7 +16,7 @@ from pathlib import Path
 from .bundle import QuantChoice
 from .evaluate import SPEED_ONLY_SETTINGS, config_key, stated_answer, stated_correct, wilson_interval
 from .gold import gold_knowledge, subquestion_overlap, token_f1
-from .jsonl import read_jsonl
+from .results import read_results
 from .records import Question
 
 
@@ -25,7 +25,8 @@ class ConfigResult:
     """All questions answered under one configuration (one seed)."""
     key: str
     config: dict
-    records: dict[str, dict] = field(default_factory=dict)  # question id -> result line
+    records: dict[str, dict] = field(default_factory=dict)  # question id -> result line (scored)
+    unscored: dict[str, dict] = field(default_factory=dict)  # answered, but no gold answer to score
 
     @property
     def n(self) -> int:
@@ -70,12 +71,16 @@ class ConfigResult:
 
 
 def load_results(paths: list[Path]) -> list[ConfigResult]:
+    """Every line validated (tmd_local.results); a question without a gold answer is kept apart as
+    unscored, so it never counts as a wrong answer."""
     by_key: dict[str, ConfigResult] = {}
     for path in paths:
-        for record in read_jsonl(path, repair=False):
+        for _, record in read_results(path):
             key = config_key(record["config"])  # recomputed: files written before a key change still group
             result = by_key.setdefault(key, ConfigResult(key, record["config"]))
-            result.records[record["id"]] = record
+            scored = record["correct"] is not None
+            (result.records if scored else result.unscored)[record["id"]] = record
+            (result.unscored if scored else result.records).pop(record["id"], None)  # the later line wins
     return list(by_key.values())
 
 
@@ -164,18 +169,24 @@ class Row:
 
 
 def fold_seeds(results: list[ConfigResult]) -> list[Row]:
+    """Rows of scored results (a configuration with no scored question has no accuracy to show)."""
     groups: dict[tuple, list[ConfigResult]] = defaultdict(list)
     for result in results:
+        if result.n == 0:
+            continue
         groups[seed_group_key(result.config)].append(result)
     return [Row(runs) for runs in groups.values()]
 
 
-def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path]) -> str:
+def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], unscored: int = 0) -> str:
     lines = ["# tmd evaluation report", "",
              f"From {', '.join(str(p) for p in sources)}. Accuracy in %, mean ± std over seeds where "
              "several were run, with the 95% Wilson interval over all answers. The answer is the option "
              "the module finds most probable after its reasoning (mc: option log-likelihood); 'stated' "
              "figures count only answers the reasoning states itself.", ""]
+    if unscored:
+        lines += [f"Not scored: {unscored} answers to questions whose data gives no gold answer "
+                  "(they count in no accuracy).", ""]
     lines += majority_lines(rows) + [""]
     lines += _accuracy_table(rows) + [""] + _detail_table(rows) + [""] + _quant_table(rows) + [""]
     lines += _sensitivity_table(rows) + _error_source_table(rows)
@@ -345,8 +356,9 @@ def _error_source_table(rows: list[Row]) -> list[str]:
 
 def _module_quality(system: str, records: list[dict]) -> str:
     if system == "tmd":
-        scores = [analyzer_overlap(r) for r in records if r["question"].get("extra", {}).get("decomposition")]
-        none = sum(not r["subquestions"] for r in records)
+        scores = [analyzer_overlap(r) for r in records
+                  if r.get("question", {}).get("extra", {}).get("decomposition")]
+        none = sum(not r.get("subquestions") for r in records)
         return (f"Analyzer F1 {statistics.fmean(scores):.2f} ({none} of {len(records)} "
                 f"with no subquestions)" if scores else "-")
     if system == "tmd-gold-subq":
@@ -357,14 +369,16 @@ def _module_quality(system: str, records: list[dict]) -> str:
 
 def analyzer_overlap(record: dict) -> float:
     gold = [re.sub(r"#\d+", " ", str(g)) for g in record["question"]["extra"]["decomposition"]]
-    return subquestion_overlap(record["subquestions"], gold)
+    return subquestion_overlap(record.get("subquestions", []), gold)
 
 
 def informant_f1s(record: dict) -> list[float]:
-    gold = gold_knowledge(Question(**record["question"]))
+    q = record.get("question", {})
+    gold = gold_knowledge(Question(str(q.get("id", "")), str(q.get("question", "")), q.get("options", {}),
+                                   q.get("answer"), q.get("extra", {})))
     if gold is None:
         return []
-    return [token_f1(mine, theirs) for mine, theirs in zip(record["knowledge"], gold[1]) if theirs]
+    return [token_f1(mine, theirs) for mine, theirs in zip(record.get("knowledge", []), gold[1]) if theirs]
 
 
 # --- learning curve ---------------------------------------------------------------------------
@@ -549,12 +563,14 @@ def update_readme(readme: Path, rows: list[Row], report_path: Path, sources: lis
 def write_report(result_paths: list[Path], out: Path, readme: Path | None = None) -> Path:
     from .jsonl import write_text_atomic
 
-    rows = fold_seeds(load_results(result_paths))
+    results = load_results(result_paths)
+    rows = fold_seeds(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = plot(rows, out.parent) if rows else []
     curve = plot_learning_curve(rows, out.parent)
     plots += [curve] if curve else []
-    write_text_atomic(out, render_markdown(rows, result_paths, plots))
+    unscored = sum(len(r.unscored) for r in results)
+    write_text_atomic(out, render_markdown(rows, result_paths, plots, unscored))
     if readme is not None:
         update_readme(readme, rows, out, result_paths)
     return out

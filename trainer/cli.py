@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from tmd_local.cli_options import SEED, THREADS, Real, count
+
 MODULE_CHOICES = ("analyzer", "informant", "reasoner", "drd")
 
 
@@ -41,35 +43,35 @@ def _csv(ctx, param, value):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Adapter folder (with --all: the folder that gets one per module). "
                    "Default: runs/<name>/adapters[/<module>] beside the teacher folder.")
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps (overrides --epochs).")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (linear decay).")
-@click.option("--batch-size", type=int, default=2, show_default=True)
-@click.option("--grad-accum", type=int, default=4, show_default=True, help="Micro-batches per optimizer step.")
-@click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per example, at most.")
-@click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--warmup-steps", type=int, default=0, show_default=True)
-@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="0 disables clipping.")
+@click.option("--epochs", type=count(1, 1000), default=3, show_default=True)
+@click.option("--max-steps", type=count(1), default=None, help="Stop after N optimizer steps (overrides --epochs).")
+@click.option("--lr", type=Real(0, 1, low_open=True), default=1e-4, show_default=True, help="AdamW learning rate (linear decay).")
+@click.option("--batch-size", type=count(1, 4096), default=2, show_default=True)
+@click.option("--grad-accum", type=count(1, 4096), default=4, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--max-length", type=count(16, 131_072), default=512, show_default=True, help="Tokens per example, at most.")
+@click.option("--weight-decay", type=Real(0, 10), default=0.01, show_default=True)
+@click.option("--warmup-steps", type=count(0), default=0, show_default=True)
+@click.option("--max-grad-norm", type=Real(0, 1e6), default=1.0, show_default=True, help="0 disables clipping.")
 @click.option("--lora-r", type=int, default=16, show_default=True)
-@click.option("--lora-alpha", type=float, default=8, show_default=True)
-@click.option("--lora-dropout", type=float, default=0.1, show_default=True)
+@click.option("--lora-alpha", type=Real(0, 1e6, low_open=True), default=8, show_default=True)
+@click.option("--lora-dropout", type=Real(0, 0.99), default=0.1, show_default=True)
 @click.option("--target-modules", callback=_csv, default=None,
               help="Comma-separated module names for LoRA (default: per architecture, "
                    "llama: q,k,v,o,gate,up,down _proj).")
 @click.option("--pad-to-max", is_flag=True, help="Pad every batch to --max-length, as the paper did.")
 @click.option("--truncation", type=click.Choice(["middle", "left"]), default="middle", show_default=True,
               help="Where a too-long prompt is cut (the target is always kept).")
-@click.option("--eval-fraction", type=float, default=0.05, show_default=True,
+@click.option("--eval-fraction", type=Real(0, 0.9), default=0.05, show_default=True,
               help="Share of questions held out for the eval loss (0 = none).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--save-every", type=int, default=50, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--save-every", type=count(0), default=50, show_default=True,
               help="Checkpoint every N optimizer steps (0 = at epoch ends only).")
-@click.option("--keep-checkpoints", type=int, default=2, show_default=True)
+@click.option("--keep-checkpoints", type=count(1, 1000), default=2, show_default=True)
 @click.option("--keep-checkpoints-after", is_flag=True, help="Leave checkpoints/ once the run has finished.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
               show_default=True, help="auto: fp32 on CPU, bf16 (or fp16 + loss scaling) on CUDA.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: one per available core).")
+@click.option("--threads", type=THREADS, default=None, help="CPU threads (default: one per available core).")
 @click.option("--resume", is_flag=True, help="Require a checkpoint to resume (resuming is automatic anyway).")
 @click.option("--fresh", is_flag=True, help="Discard checkpoints and any finished run in the output first.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")

@@ -22,7 +22,6 @@ member; `pad_to_max` pads every batch to `max_length`, as the paper did.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -85,17 +84,12 @@ def load_records(path: Path, module: str) -> list[TeacherRecord]:
         raise TmdError(f"{path}: is a folder, expected the teacher run's {module}.jsonl")
     if not path.is_file():
         raise TmdError(f"{path}: no such file (expected the {module} training set written by `tmd teach`)")
+    from tmd_local.jsonl import read_jsonl_numbered, require_regular_file
+
+    require_regular_file(path, "training set")
     records: list[TeacherRecord] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TmdError(f"{where}: not valid JSON ({e.msg})") from None
-            records.append(_check_record(obj, where, lineno, module))
+    for lineno, obj in read_jsonl_numbered(path, repair=False):  # one reader: UTF-8, depth, NaN...
+        records.append(_check_record(obj, f"{path}:{lineno}", lineno, module))
     if not records:
         raise TmdError(f"{path}: no training examples (the file is empty)")
     return records

@@ -7,6 +7,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from ..bundle import Bundle
+from ..display import visible
 from ..memory import MemoryBudget
 from ..runner import GenerationSettings, ModulePool
 from .screens import MainScreen
@@ -30,6 +31,13 @@ class TmdApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen(self.source_text))
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Every notification quotes what a user, a file or a model wrote (errors name paths, options
+        and ids): it is shown as written, never read as markup or obeyed as control codes."""
+        super().notify(visible(message), title=visible(title, one_line=True), severity=severity,
+                       timeout=timeout, markup=False)
 
     @property
     def main(self) -> MainScreen:

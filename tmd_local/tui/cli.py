@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_options import N_CTX, SIZE, TEXT, THREADS, OptionError, count
 from ..errors import TmdError
 from ..registry import DEFAULT_MODEL
 
@@ -19,7 +20,7 @@ def one_line_errors(func):
         try:
             return func(*args, **kwargs)
         except TmdError as e:
-            raise click.ClickException(str(e)) from None
+            raise OptionError(str(e)) from None  # one line, shown as written
     return wrapper
 
 
@@ -28,22 +29,22 @@ def one_line_errors(func):
               help="Bundle folder (models/<bundle>) or its manifest.json.")
 @click.option("--model", default=None,
               help=f"Model name or .gguf path, run zero-shot in every role (default: {DEFAULT_MODEL}).")
-@click.option("--quant", default=None,
+@click.option("--quant", type=TEXT, default=None,
               help="Quantization to run (default: the bundle's default_quant, else q8_0 if present); "
                    "'q8_0+lora' runs merged roles as base + LoRA where the bundle ships both.")
 @click.option("--system", type=click.Choice(["tmd", "drd"]), default="tmd", show_default=True)
-@click.option("--max-memory", default=None, metavar="SIZE",
+@click.option("--max-memory", type=SIZE, default=None, metavar="SIZE",
               help="Refuse to load a module that would take this process past SIZE (e.g. 600MB, 1GiB).")
-@click.option("--memory-budget", default=None, metavar="SIZE",
+@click.option("--memory-budget", type=SIZE, default=None, metavar="SIZE",
               help="Start with the bundle's quant mix with the best measured accuracy whose measured "
                    "peak RSS fits SIZE (from tmd eval results); also sets --max-memory.")
 @click.option("--results", "results_paths", multiple=True, type=click.Path(path_type=Path),
               help="Results JSONL files or folders --memory-budget reads (default: results/).")
 @click.option("--keep-loaded", is_flag=True,
               help="Keep modules in memory across stages and questions while the budget allows.")
-@click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
-@click.option("--max-tokens", type=int, default=None,
+@click.option("--n-ctx", type=N_CTX, default=2048, show_default=True, help="Context window in tokens.")
+@click.option("--threads", type=THREADS, default=None, help="CPU threads (default: all cores).")
+@click.option("--max-tokens", type=count(1, 65_536), default=None,
               help="Cap every stage's generated tokens (quick looks, tests).")
 @one_line_errors
 def app(bundle, model, quant, system, max_memory, memory_budget, results_paths, keep_loaded, n_ctx, threads,
@@ -59,7 +60,10 @@ def app(bundle, model, quant, system, max_memory, memory_budget, results_paths, 
     if memory_budget:
         from ..quantmix import quant_for_budget
 
-        quant = quant_for_budget(source, quant, memory_budget, (system,), results_paths, click.echo)
+        from ..display import visible
+
+        quant = quant_for_budget(source, quant, memory_budget, (system,), results_paths,
+                                 lambda line: click.echo(visible(line)))
         max_memory = max_memory or memory_budget
     if quant and quant.lower() not in source.choices():
         try:  # a per-role mix such as f16,reasoner=q4_k_m is checked by resolving it
@@ -68,9 +72,9 @@ def app(bundle, model, quant, system, max_memory, memory_budget, results_paths, 
             detail = str(e) if "=" in quant else f"{source.where} offers {', '.join(source.choices())}"
             raise TmdError(f"--quant {quant}: {detail}") from None
     settings = GenerationSettings(n_ctx=n_ctx)
-    if threads:
+    if threads is not None:
         settings.n_threads = threads
-    if max_tokens:
+    if max_tokens is not None:
         settings.max_tokens = {k: min(v, max_tokens) for k, v in settings.max_tokens.items()}
     from .app import TmdApp  # late: Textual costs time `tmd --help` should not pay
 

@@ -14,6 +14,7 @@ from ..errors import TmdError
 from ..pipeline import ModuleSet, Trace
 from ..records import Question
 
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LETTERED = re.compile(r"^\s*[\(\[]?([A-Za-z])[\)\]\.:]\s+(.+)$")
 
 
@@ -21,6 +22,8 @@ def parse_options(text: str) -> dict[str, str]:
     """One option per line: 'A. a marsh' / '(B) a tundra' / 'C: plains', or bare lines lettered A, B..."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     options: dict[str, str] = {}
+    if len(lines) > len(_LETTERS):
+        raise TmdError(f"options: at most {len(_LETTERS)} (A-Z), got {len(lines)} lines")
     for i, line in enumerate(lines):
         m = _LETTERED.match(line)
         letter, value = (m.group(1).upper(), m.group(2).strip()) if m else (chr(ord("A") + i), line)
@@ -98,8 +101,10 @@ class RunRecord:
 
 def export_run(record: RunRecord, path: Path) -> Path:
     """Write a run as JSON (path ends in .json) or Markdown (anything else)."""
+    from ..jsonl import check_output_file
+
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(path, "export to")
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(record.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     else:

@@ -10,7 +10,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, Select
 from textual.widgets.option_list import Option
 
+from rich.text import Text
+
 from ...datasets import DATASETS, SPLITS, load_questions
+from ...display import visible
 from ...errors import TmdError
 from ...records import Question
 
@@ -65,7 +68,7 @@ class DatasetScreen(ModalScreen[Question | None]):
         self.questions = questions
         options = self.query_one("#questions", OptionList)
         options.clear_options()
-        options.add_options([Option(f"{q.id}: {q.question}") for q in questions])
+        options.add_options([Option(Text(visible(f"{q.id}: {q.question}", one_line=True))) for q in questions])
         if questions:
             options.highlighted = 0
             options.focus()

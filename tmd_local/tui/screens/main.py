@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,6 +19,7 @@ from textual.widgets import Button, Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
 from ...bundle import find_bundles, open_source
+from ...display import visible
 from ...errors import TmdError
 from ...pipeline import Events, Trace, run
 from ...registry import EMBEDDED
@@ -202,7 +204,7 @@ class MainScreen(Screen):
             answers = [f"{name}: {_answer_text(record, t)}" for name, t in zip("AB", record.targets)]
             same = len({record.traces[t].answer for t in record.targets}) == 1
             compare = ("; same answer" if same else "; answers differ") if len(answers) > 1 else ""
-            self.query_one("#status", Static).update("done · " + " | ".join(answers) + compare)
+            self.set_status("done · " + " | ".join(answers) + compare)
             self.notify(" | ".join(answers) + compare, title="final answer")
         elif record.status == "stopped":
             self.query_one("#status", Static).update("stopped")
@@ -221,7 +223,7 @@ class MainScreen(Screen):
         self.query_one(MemoryGauge).set_resident(self.app.pool.resident)
 
     def set_status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(Text(visible(text)))
 
     # --- history, dataset, export, help
     @on(HistoryList.Picked)

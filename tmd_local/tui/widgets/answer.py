@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from ...display import visible
 from ...records import Question
 
 
@@ -38,7 +39,7 @@ class AnswerView(Static):
             if probs and letter in probs:
                 text.append(f"{BAR_FULL * round(probs[letter] * BAR_WIDTH):<{BAR_WIDTH}} "
                             f"{100 * probs[letter]:5.1f}% ", style="green" if chosen else "dim")
-            line = f"{'▶' if chosen else ' '} {letter}. {option}"
+            line = visible(f"{'▶' if chosen else ' '} {letter}. {option}", one_line=True)
             text.append(line, style="bold reverse green" if chosen else "")
             if question.answer == letter:
                 text.append("  (gold)", style="yellow")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.message import Message
 from textual.widgets import Label, ListItem, ListView
 
+from ...display import visible
 from ..session import RunRecord
 
 
@@ -25,11 +26,11 @@ class HistoryList(ListView):
 
     def add(self, record: RunRecord) -> None:
         self.records.append(record)
-        self.append(ListItem(Label(record.summary())))
+        self.append(ListItem(Label(visible(record.summary(), one_line=True), markup=False)))
 
     def refresh_record(self, record: RunRecord) -> None:
         index = self.records.index(record)
-        self.children[index].query_one(Label).update(record.summary())
+        self.children[index].query_one(Label).update(visible(record.summary(), one_line=True))
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         event.stop()

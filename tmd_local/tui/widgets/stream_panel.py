@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from ...display import visible
+
 
 class StreamPanel(Static):
     """Text that streams in; `placeholder` shows (dimmed) until the first piece arrives."""
@@ -31,9 +33,9 @@ class StreamPanel(Static):
     def append(self, piece: str) -> None:
         self.body += piece
         self.set_class(True, "-active")
-        self.update(Text(self.body))
+        self.update(Text(visible(self.body)))  # model text: control codes shown, never obeyed
 
     def show(self, content: str | Text, active: bool = False) -> None:
         self.body = content.plain if isinstance(content, Text) else content
         self.set_class(active, "-active")
-        self.update(content if isinstance(content, Text) else Text(content))
+        self.update(content if isinstance(content, Text) else Text(visible(content)))

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ...display import markup_safe, visible
 from ...pipeline import Trace
 from ...render import answer_provenance
 from ...runner import Residency
@@ -51,7 +52,7 @@ class TraceColumn(VerticalScroll):
 
     def set_title(self, title: str) -> None:
         self._title = title
-        self.query_one(".title", Static).update(title)
+        self.query_one(".title", Static).update(Text(visible(title, one_line=True), style="bold"))
 
     def set_module_line(self, text: str) -> None:
         self.query_one(".module-line", Static).update(text)
@@ -73,19 +74,20 @@ class TraceColumn(VerticalScroll):
 
     # --- pipeline events (called on the UI thread)
     def stage_started(self, stage: str, model_label: str) -> None:
-        self.set_module_line(f"[b]{stage}[/b]: loading {model_label}...")
+        self.set_module_line(f"[b]{stage}[/b]: loading {markup_safe(model_label, True)}...")
 
     def module_ready(self, stage: str, r: Residency) -> None:
         how = {"load": f"loaded in {r.load_seconds:.2f}s", "reuse": "already resident",
                "swap": f"adapter swapped in {r.load_seconds * 1000:.1f} ms"}[r.how]
         est = f", est. {r.estimated_mb:.0f} MiB" if r.estimated_mb else ""
-        self.set_module_line(f"[b]{stage}[/b] resident: {r.model} ({r.file_type}) {how}{est}")
+        self.set_module_line(f"[b]{stage}[/b] resident: {markup_safe(r.model, True)} "
+                             f"({markup_safe(r.file_type, True)}) {how}{est}")
 
     def stage_finished(self, stage: str, r: Residency) -> None:
         if r.kept_loaded:
-            self.set_module_line(f"{stage} done; {r.model} kept loaded")
+            self.set_module_line(f"{stage} done; {markup_safe(r.model, True)} kept loaded")
         else:
-            self.set_module_line(f"{stage} done; {r.model} closed, RSS {r.peak_rss_mb:.0f} -> "
+            self.set_module_line(f"{stage} done; {markup_safe(r.model, True)} closed, RSS {r.peak_rss_mb:.0f} -> "
                                  f"{r.rss_after_close_mb:.0f} MiB")
 
     def generation_started(self, stage: str, call: int) -> None:
@@ -124,9 +126,9 @@ class TraceColumn(VerticalScroll):
             return
         text = Text()
         for i, sq in enumerate(self.subquestions):
-            text.append(f"{i + 1}. {sq}\n", style="bold")
+            text.append(visible(f"{i + 1}. {sq}") + "\n", style="bold")
             knowledge = self.knowledge[i] if i < len(self.knowledge) else ""
-            text.append(f"   {knowledge.strip()}\n" if knowledge else "   ...\n",
+            text.append(visible(f"   {knowledge.strip()}") + "\n" if knowledge else "   ...\n",
                         style="" if knowledge else "dim")
         text.rstrip()  # in place
         self.panel("knowledge").show(text, active=active)
@@ -144,4 +146,4 @@ class TraceColumn(VerticalScroll):
 def _numbered(items: list[str]) -> Text:
     if not items:
         return Text("No decomposition", style="italic")
-    return Text("\n".join(f"{i}. {s}" for i, s in enumerate(items, start=1)))
+    return Text(visible("\n".join(f"{i}. {s}" for i, s in enumerate(items, start=1))))
