@@ -89,7 +89,8 @@ def test_eval_writes_labelled_results_and_resumes(embedded_model, data_dir, work
 def test_eval_killed_mid_run_resumes_without_duplicates(embedded_model, data_dir, workdir):
     out = workdir / "k.jsonl"
     cmd = [sys.executable, "-m", "tmd_local", "eval", "--dataset", "obqa", "--split", "test", "--limit", "4",
-           "--system", "drd", "--data-dir", str(data_dir), "--out", str(out)]
+           "--system", "drd", "--data-dir", str(data_dir), "--out", str(out),
+           "--batch-size", "1"]  # results land question by question, so a kill can fall between them
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 1):
