@@ -164,7 +164,13 @@ class Engine:
                 "peak_rss_mb": round(max(m.peak_rss_mb, peak_rss_mb()), 1),
                 "memory_budget_mb": (round(self.pool.budget.limit_mb, 1)
                                      if self.pool.budget.limit_mb is not None else None),
-                "resident_modules": self.pool.resident, "keep_loaded": self.pool.keep_loaded}
+                "resident_modules": self._resident(), "keep_loaded": self.pool.keep_loaded}
+
+    def _resident(self) -> list[str]:
+        try:
+            return self.pool.resident
+        except RuntimeError:  # the worker changed the pool while we read it; the next read is fine
+            return []
 
     def close(self) -> None:
         with self._lock:
