@@ -49,9 +49,13 @@ def _split(value: str | None) -> list[str] | None:
               help="Least top-1 agreement an f16/f32 file must reach against the merged model.")
 @click.option("--keep-merged/--no-keep-merged", default=True, show_default=True,
               help="Keep the merged HF models in <out>/merged/ after the export.")
+@click.option("--ollama", is_flag=True,
+              help="Also write <out>/ollama/<module>.Modelfile (FROM, TEMPLATE, stop, num_ctx) for `ollama create`.")
+@click.option("--ollama-quant", default=None,
+              help="Which of the exported quants the Modelfiles use (default: the bundle's default quant).")
 @one_line_errors
 def export(adapters, quant, out, mode, modules, zero_shot, base, threads, no_verify, min_agreement,
-           keep_merged):
+           keep_merged, ollama, ollama_quant):
     """Merge trained adapters, convert them with llama.cpp's converter, quantize, verify, write a bundle."""
     from tmd_local.cli import console, err_console
     from tmd_local.errors import TmdError
@@ -66,3 +70,9 @@ def export(adapters, quant, out, mode, modules, zero_shot, base, threads, no_ver
                             min_agreement=min_agreement, keep_merged=keep_merged)
     result = run_export(options, RichReporter(err_console))
     print_summary(console, result)
+    if ollama:
+        from .ollama import write_modelfiles
+
+        written = write_modelfiles(out, quant=ollama_quant)
+        console.print(f"Ollama: {len(written)} Modelfiles in {written[0].parent} "
+                      f"(see {written[0].parent / 'README.md'} for `ollama create`)", highlight=False)

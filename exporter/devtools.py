@@ -73,3 +73,67 @@ def make_tiny_llama(out_dir: Path, tokenizer_dir: Path, *, hidden: int = 64, lay
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
+
+
+# --- other architectures, offline -------------------------------------------------------------
+# Real tokenizers of other families, from the vocab-only GGUFs llama.cpp ships for its tokenizer
+# tests (exporter.vendor.reference_file), with the chat templates it ships for its template tests.
+# name -> (vocab GGUF, chat template, end-of-turn token that is the tokenizer's EOS, BOS or None)
+REFERENCE_TOKENIZERS = {
+    "llama-3": ("ggml-vocab-llama-bpe.gguf", "meta-llama-Llama-3.2-3B-Instruct.jinja", "<|eot_id|>",
+                "<|begin_of_text|>"),
+    "qwen2.5": ("ggml-vocab-qwen2.gguf", "Qwen-Qwen2.5-7B-Instruct.jinja", "<|im_end|>", None),
+    "qwen3": ("ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja", "<|im_end|>", None),
+}
+
+
+def make_reference_tokenizer(name: str, out_dir: Path) -> Path:
+    """A Hugging Face tokenizer folder with a real family's vocabulary and chat template."""
+    from transformers import AutoTokenizer
+
+    from .vendor import reference_file
+
+    vocab, template, eos, bos = REFERENCE_TOKENIZERS[name]
+    gguf = reference_file(f"models/{vocab}")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer.chat_template = reference_file(f"models/templates/{template}").read_text(encoding="utf-8")
+    tokenizer.eos_token = eos
+    tokenizer.bos_token = bos
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = eos
+    out_dir = Path(out_dir)
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def make_tiny_model(family: str, out_dir: Path, tokenizer_dir: Path, *, seed: int = 0) -> Path:
+    """A random 2-layer model of `family` (llama, qwen2, qwen3, gemma3, phi3), hidden 64, float32,
+    saved with the tokenizer from `tokenizer_dir`."""
+    import torch
+    import transformers as tf
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    configs = {
+        "llama": lambda: (tf.LlamaConfig(**common), tf.LlamaForCausalLM),
+        "qwen2": lambda: (tf.Qwen2Config(**common), tf.Qwen2ForCausalLM),
+        "qwen3": lambda: (tf.Qwen3Config(head_dim=16, **common), tf.Qwen3ForCausalLM),
+        "gemma3": lambda: (tf.Gemma3TextConfig(head_dim=16, sliding_window=64, query_pre_attn_scalar=16,
+                                               **common), tf.Gemma3ForCausalLM),
+        "phi3": lambda: (tf.Phi3Config(**{**common, "tie_word_embeddings": False}), tf.Phi3ForCausalLM),
+    }
+    config, model_class = configs[family]()
+    torch.manual_seed(seed)
+    model = model_class(config).to(torch.float32)
+    with torch.no_grad():  # larger weights than the init default, so the logits are not all ties
+        for name, param in model.named_parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 0.2)
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir

@@ -262,3 +262,31 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def reference_file(rel: str, version: str | None = None, cache: Path | None = None) -> Path:
+    """A file llama.cpp ships for its own tests, e.g. 'models/templates/Qwen-Qwen3-0.6B.jinja' or
+    'models/ggml-vocab-qwen2.gguf' (real tokenizers as vocab-only GGUFs), taken from the same sdist
+    as the converters and kept beside them. Used to test families of models without a model hub."""
+    converter = ensure_converter(version, cache)
+    dest = converter.root / "reference" / rel
+    if dest.is_file():
+        return dest
+    local = os.environ.get(SDIST_ENV)
+    tarball = Path(local).expanduser() if local else converter.root / "sdist" / sdist_filename(converter.version)
+    name = f"llama_cpp_python-{converter.version}/vendor/llama.cpp/{rel}"
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            src = archive.extractfile(name)
+            if src is None:
+                raise KeyError(name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+            with src, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.replace(tmp, dest)
+    except KeyError:
+        raise TmdError(f"{tarball.name}: has no vendor/llama.cpp/{rel}") from None
+    except (tarfile.TarError, OSError) as e:
+        raise TmdError(f"{tarball}: cannot read vendor/llama.cpp/{rel} ({e})") from None
+    return dest

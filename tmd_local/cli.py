@@ -384,7 +384,7 @@ def models():
 
 # Each stage owns its command in <package>/cli.py; those modules import heavy libraries lazily.
 STAGE_COMMANDS = (("teacher.cli", "teach"), ("trainer.cli", "train"), ("exporter.cli", "export"),
-                  ("tmd_local.tui.cli", "app"))
+                  ("tmd_local.tui.cli", "app"), ("tmd_local.serve.cli", "serve"))
 
 
 def _register_stage_commands() -> None:

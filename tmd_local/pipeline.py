@@ -4,7 +4,8 @@ Stages run over a batch of questions: each module is loaded once, used for every
 batch, and closed before the next loads. A batch of one is the per-question path; since decoding
 is greedy (and seeded when sampling), both give the same traces. A `ModulePool` passed in decides
 residency (one module at a time, or kept loaded within a memory budget) and can outlive one run;
-`should_stop` is polled between tokens and stages, and raises `Cancelled`.
+`should_stop` is polled between tokens and stages, and raises `Cancelled`; `dropped(index)` lets one
+question of a batch go (its client left) while the others carry on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from . import prompts
 from .parsing import parse_answer, parse_subquestions
@@ -125,7 +127,8 @@ class Events:
 
 def run(system: str, questions: list[Question], modules: ModuleSet,
         settings: GenerationSettings | None = None, events: Events | None = None, *,
-        pool: ModulePool | None = None, should_stop: StopCheck | None = None) -> list[Trace]:
+        pool: ModulePool | None = None, should_stop: StopCheck | None = None,
+        dropped: Dropped | None = None) -> list[Trace]:
     if system not in SYSTEMS:
         raise ValueError(f"system {system!r}: expected one of {SYSTEMS}")
     settings = settings or (pool.settings if pool else GenerationSettings())
@@ -139,7 +142,8 @@ def run(system: str, questions: list[Question], modules: ModuleSet,
     try:
         for stage in stages:
             _check(should_stop)
-            _run_stage(stage, traces, modules.for_stage(stage), settings, events, pool, should_stop)
+            _run_stage(stage, traces, modules.for_stage(stage), settings, events, pool, should_stop,
+                       dropped or _keep_all)
     finally:
         if own_pool:
             pool.close_all()
@@ -157,32 +161,50 @@ def _fill_gold(traces: list[Trace], with_knowledge: bool) -> None:
             trace.knowledge = gold[1]
 
 
+Dropped = Callable[[int], bool]  # index of a question in the batch -> stop working on it
+
+
+def _keep_all(index: int) -> bool:
+    return False
+
+
 def _check(should_stop: StopCheck | None) -> None:
     if should_stop and should_stop():
         raise Cancelled()
 
 
 def _run_stage(stage: str, traces: list[Trace], model: ModelRef, settings: GenerationSettings,
-               events: Events, pool: ModulePool, should_stop: StopCheck | None) -> None:
+               events: Events, pool: ModulePool, should_stop: StopCheck | None, dropped: Dropped) -> None:
     work = STAGE_WORK[stage]
-    if stage == "informant" and not any(t.subquestions for t in traces):
-        return  # nothing to look up: don't pay for loading the module
+    live = [i for i in range(len(traces)) if not dropped(i)]
+    if not live or (stage == "informant" and not any(traces[i].subquestions for i in live)):
+        return  # nothing to do: don't pay for loading the module
     events.stage_started(stage, model)
     with pool.use(stage, model) as (module, residency):
         events.module_ready(stage, residency)
         for index, trace in enumerate(traces):
-            if stage == "informant" and not trace.subquestions:
+            if (stage == "informant" and not trace.subquestions) or dropped(index):
                 continue  # as when this question runs alone: no informant stage at all
             _check(should_stop)
             record = trace.stages[stage] = StageRecord(stage, model.name, module.file_type,
                                                        load_seconds=residency.load_seconds,
                                                        loaded_by=residency.how)
-            work(module, trace, record, settings, _Emitter(events, stage, index, should_stop, settings))
+            stop = _question_stop(should_stop, dropped, index)
+            try:
+                work(module, trace, record, settings, _Emitter(events, stage, index, stop, settings))
+            except Cancelled:
+                if not dropped(index):
+                    raise
+                continue  # only this question was let go; the batch goes on
             events.step_done(stage, index, trace)
     for trace in traces:
         if stage in trace.stages:
             trace.stages[stage].peak_rss_mb = round(residency.peak_rss_mb, 1)
     events.stage_finished(stage, residency)
+
+
+def _question_stop(should_stop: StopCheck | None, dropped: Dropped, index: int) -> StopCheck:
+    return lambda: bool(should_stop and should_stop()) or dropped(index)
 
 
 class _Emitter:
