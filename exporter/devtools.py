@@ -64,9 +64,16 @@ def make_tiny_llama(out_dir: Path, tokenizer_dir: Path, *, hidden: int = 64, lay
                          rms_norm_eps=1e-5, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config).to(torch.float32)
-    with torch.no_grad():  # larger weights than the init default, so the logits are not all ties
-        for name, param in model.named_parameters():
+    return _save_randomized(LlamaForCausalLM(config), tokenizer, out_dir)
+
+
+def _save_randomized(model, tokenizer, out_dir) -> Path:
+    """Weights larger than the init default, so the logits are not all ties; saved with the tokenizer."""
+    import torch
+
+    model = model.to(torch.float32)
+    with torch.no_grad():
+        for param in model.parameters():
             if param.dim() == 2:
                 param.normal_(0.0, 0.2)
     out_dir = Path(out_dir)
@@ -128,12 +135,4 @@ def make_tiny_model(family: str, out_dir: Path, tokenizer_dir: Path, *, seed: in
     }
     config, model_class = configs[family]()
     torch.manual_seed(seed)
-    model = model_class(config).to(torch.float32)
-    with torch.no_grad():  # larger weights than the init default, so the logits are not all ties
-        for name, param in model.named_parameters():
-            if param.dim() == 2:
-                param.normal_(0.0, 0.2)
-    out_dir = Path(out_dir)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    return out_dir
+    return _save_randomized(model_class(config), tokenizer, out_dir)
