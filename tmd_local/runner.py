@@ -240,14 +240,16 @@ class LoadedModule:
         return results
 
     def _logits_after(self, tokens: list[int]):
-        """Logits for the token after `tokens`, evaluating only what the KV cache does not hold."""
+        """Logits for the token after `tokens`, evaluating only what the KV cache does not hold
+        (always: the reasoning's own cache is what the answer is read from, with or without
+        prefix_cache, which decides only whether a new prompt reuses an old one)."""
         if len(tokens) > self.settings.n_ctx:
             raise TmdError(f"scoring needs {len(tokens)} tokens, more than the context of "
                            f"{self.settings.n_ctx} (raise --n-ctx)")
         import numpy as np
 
         llm = self._llm
-        cached = _common_prefix(list(llm.input_ids[:llm.n_tokens]), tokens) if self.settings.prefix_cache else 0
+        cached = _common_prefix(list(llm.input_ids[:llm.n_tokens]), tokens)
         cached = min(cached, len(tokens) - 1)  # the last token is evaluated again: its logits are needed
         llm.n_tokens = cached
         llm.eval(tokens[cached:])  # drops the cache past `cached`, decodes the rest
