@@ -28,13 +28,8 @@ PHASE=${PHASE:-all}
 TMD=${TMD:-.venv/bin/tmd}
 mkdir -p logs results
 
-step() {  # step <label> <command...>: run it, append its wall time to the log
-    local label=$1 start=$SECONDS
-    shift
-    echo "== $label: $*"
-    "$@"
-    echo "$(date -u +%FT%TZ) $label $((SECONDS - start)) s" | tee -a logs/distill-times.txt
-}
+STEP_LOG=logs/distill-times.txt
+source scripts/steps.sh
 
 name() { echo "sqa$1-e${EPOCHS}"; }
 

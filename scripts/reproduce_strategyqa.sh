@@ -23,13 +23,8 @@ TMD=${TMD:-.venv/bin/tmd}
 EVAL=(--dataset strategyqa --split test --limit "$TEST" --threads "$THREADS" --batch-size 50)
 mkdir -p logs
 
-step() {  # step <label> <command...>: run it, append its wall time to the log
-    local label=$1 start=$SECONDS
-    shift
-    echo "== $label: $*"
-    "$@"
-    echo "$(date -u +%FT%TZ) $label $((SECONDS - start)) s" | tee -a logs/reproduce-times.txt
-}
+STEP_LOG=logs/reproduce-times.txt
+source scripts/steps.sh
 
 step teach "$TMD" teach --dataset strategyqa --split train --limit "$TRAIN" --teacher gold --out "runs/$NAME/teacher"
 step train "$TMD" train --all --data "runs/$NAME/teacher" --base smollm2-135m-instruct --out "runs/$NAME/adapters"
