@@ -137,6 +137,16 @@ def _param_count(base_dir: Path) -> int:
     return total // (2 if dtype in ("float16", "bfloat16") else 4)
 
 
+def training_record(tmd: dict) -> dict | None:
+    """tmd.json's `training` with the learning rate, which results must name (adapters trained before
+    it was recorded there still have it in `hyperparameters`)."""
+    training = tmd.get("training")
+    if not training:
+        return None
+    lr = tmd.get("hyperparameters", {}).get("lr")
+    return {**training, "lr": lr} if lr is not None and "lr" not in training else training
+
+
 def resolve_base(name_or_path: str) -> tuple[str, Path]:
     """(base name for the manifest, HF folder). The trainer builds/caches the HF copy of the GGUF."""
     from trainer.base import ensure_hf_base
@@ -468,7 +478,7 @@ class Exporter:
         return {"mode": None, "source_adapter": str(a.path), "adapter_sha256": a.weights_sha256,
                 "teacher": a.tmd.get("teacher"), "data": a.tmd.get("data"),
                 "prompt_version": a.tmd.get("prompt_version"), "rank": a.rank, "lora_alpha": a.alpha,
-                "trained_with_tmd": a.tmd.get("tmd_version"), "training": a.tmd.get("training")}
+                "trained_with_tmd": a.tmd.get("tmd_version"), "training": training_record(a.tmd)}
 
     def _gguf_metadata(self, role: str, mode: str, a: AdapterInfo | None) -> dict[str, str]:
         meta = {"tmd.role": role, "tmd.mode": mode, "tmd.base": self.base_name, "tmd.version": TMD_VERSION}

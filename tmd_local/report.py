@@ -105,14 +105,23 @@ def training_of(config: dict) -> list[dict]:
 
 
 def training_label(config: dict) -> str:
-    """'analyzer, informant, reasoner (1410-1523 q, 1 ep)': what was fine-tuned, on how much."""
+    """'analyzer, informant, reasoner (1410-1523 q, 1 ep, lr 0.001)': what was fine-tuned, on how much."""
     tuned, trained = tuned_label(config), training_of(config)
     if not trained:
         return tuned
     questions = sorted({t["questions"] for t in trained})
-    epochs = sorted({round(t["epochs"], 2) for t in trained})
     q = f"{questions[0]}" if len(questions) == 1 else f"{questions[0]}-{questions[-1]}"
-    return f"{tuned} ({q} q, {'/'.join(f'{e:g}' for e in epochs)} ep)"
+    lr = learning_rates(config)
+    return f"{tuned} ({q} q, {epochs_label(config)} ep{f', lr {lr}' if lr else ''})"
+
+
+def epochs_label(config: dict) -> str:
+    return "/".join(f"{e:g}" for e in sorted({round(t["epochs"], 2) for t in training_of(config)}))
+
+
+def learning_rates(config: dict) -> str:
+    """'0.001', or '' for results of adapters whose training record predates the learning rate."""
+    return "/".join(f"{lr:g}" for lr in sorted({t["lr"] for t in training_of(config) if "lr" in t}))
 
 
 def training_questions(config: dict) -> int | None:
@@ -428,13 +437,13 @@ def _curve_lines(ax, points: list[Row], common: set[str]) -> None:
     lines: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for row in points:
         c = row.config
-        epochs = "/".join(sorted({f"{t['epochs']:g}" for t in training_of(c)}))
-        lines[(c["system"].upper(), quant_mix(c), c["teacher"], epochs)].append(
+        lr = learning_rates(c)
+        lines[(c["system"].upper(), quant_mix(c), c["teacher"], epochs_label(c), lr)].append(
             (training_questions(c), _accuracy_on_ids(row, common)))
-    for (system, quant, teacher, epochs), xy in sorted(lines.items()):
+    for (system, quant, teacher, epochs, lr), xy in sorted(lines.items()):
         xy.sort()
         ax.plot([x for x, _ in xy], [y for _, y in xy], "o-" if system == "TMD" else "s--",
-                label=f"{system} {quant}, {teacher}, {epochs} ep")
+                label=f"{system} {quant}, {teacher}, {epochs} ep" + (f", lr {lr}" if lr else ""))
 
 
 def _level_lines(ax, others: list[Row], reference: Row, common: set[str]) -> None:

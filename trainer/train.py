@@ -597,7 +597,8 @@ def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, finger
         "hyperparameters": hyper,
         # what was really trained, so every result of this student can say it (epochs honestly)
         "training": {"questions": len({e.group for e in data.train}), "examples": len(data.train),
-                     "steps": state.step, "epochs": round(metrics["steps"] / max(1, metrics["steps_per_epoch"]), 3)},
+                     "steps": state.step, "epochs": round(metrics["steps"] / max(1, metrics["steps_per_epoch"]), 3),
+                     "lr": cfg.lr},
         "tmd_version": TMD_VERSION,
         "prompt_version": data.prompt_version,
     })

@@ -66,6 +66,22 @@ def test_scored_and_stated_accuracy_majority_and_acc_norm(tmp_path):
     assert training_label(config("drd")) == "none (zero-shot)"
 
 
+def test_training_label_names_the_learning_rate_when_the_results_record_it():
+    cfg = config("drd", "sqa400", 379)
+    cfg["models"]["drd"]["training"]["lr"] = 1e-3
+    assert training_label(cfg) == "drd (379 q, 1 ep, lr 0.001)"
+
+
+def test_the_export_adds_the_learning_rate_of_adapters_trained_before_it_was_recorded():
+    from exporter.export import training_record
+
+    old = {"training": {"questions": 379, "epochs": 1.0}, "hyperparameters": {"lr": 1e-4}}
+    assert training_record(old) == {"questions": 379, "epochs": 1.0, "lr": 1e-4}
+    new = {"training": {"questions": 379, "epochs": 1.0, "lr": 3e-4}, "hyperparameters": {"lr": 3e-4}}
+    assert training_record(new)["lr"] == 3e-4
+    assert training_record({"hyperparameters": {"lr": 1e-4}}) is None
+
+
 def test_learning_curve_and_error_sources(tmp_path):
     results = tmp_path / "r.jsonl"
     for n, right in ((100, 1), (400, 2), (1603, 3)):
