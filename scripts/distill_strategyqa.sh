@@ -4,7 +4,10 @@
 #   scripts/distill_strategyqa.sh            # everything (resumable; many hours on 2 cores)
 #   PHASE=train scripts/distill_strategyqa.sh  # only teach + train (start it early, in the background)
 #   PHASE=eval  scripts/distill_strategyqa.sh  # only export + evaluate what is trained
+#   PHASE=probe scripts/distill_strategyqa.sh  # only the learning-rate comparison (LR_PROBE) on DEV
 #
+# 0. The learning rate, on a held-out tail of train: DRD on 400 questions at each rate in LR_PROBE,
+#    scored on DEV questions; every student is then trained at LR.
 # 1. The gold teacher on the first N train questions for N in SIZES (100 400 1603): one bundle each,
 #    every module trained EPOCHS epochs (1 by default: the paper's 3 cost ~7 h per size here).
 # 2. The Reasoner target choice, on a held-out tail of train (questions DEV_OFFSET.. never trained on
@@ -19,6 +22,8 @@ cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"400 100 1603"}  # trained in this order: 400 first, it also decides the Reasoner target
 EPOCHS=${EPOCHS:-1}
+LR=${LR:-1e-4}                  # LoRA learning rate of every student (the paper's 1e-4 is the flag's default)
+LR_PROBE=${LR_PROBE:-"1e-4 1e-3"}  # DRD on 400 questions at each, compared on the held-out DEV slice
 TEST=${TEST:-687}               # all of StrategyQA test
 CURVE_TEST=${CURVE_TEST:-200}   # first N test questions for the learning curve and error sources
 DEV_OFFSET=${DEV_OFFSET:-1503}  # held-out tail of train for choices: train[1503:1603]
@@ -31,7 +36,10 @@ mkdir -p logs results
 STEP_LOG=logs/distill-times.txt
 source scripts/steps.sh
 
-name() { echo "sqa$1-e${EPOCHS}"; }
+name() {  # sqa400-e1, or sqa400-e1-lr1e-3 for a learning rate other than the paper's
+    local lr=${2:-$LR}
+    echo "sqa$1-e${EPOCHS}$([[ $lr == 1e-4 ]] || echo "-lr$lr")"
+}
 
 train_size() {  # the gold teacher on the first $1 train questions, then all four students
     local n=$1 run
@@ -42,7 +50,25 @@ train_size() {  # the gold teacher on the first $1 train questions, then all fou
     # target can still be changed (gold:facts) after the 400-question comparison.
     for module in drd analyzer informant reasoner; do
         step "train-$n-$module" "$TMD" train --module "$module" --data "$run/teacher" \
-            --out "$run/adapters/$module" --epochs "$EPOCHS" --threads "$THREADS" --no-progress
+            --out "$run/adapters/$module" --epochs "$EPOCHS" --lr "$LR" --threads "$THREADS" --no-progress
+    done
+}
+
+probe_lr() {  # the learning rate, chosen on held-out train questions: DRD on 400 questions at each rate
+    local lr run
+    for lr in $LR_PROBE; do
+        run=runs/$(name 400 "$lr")
+        step "teach-400" "$TMD" teach --dataset strategyqa --split train --limit 400 --teacher gold:rationale \
+            --out "runs/$(name 400 1e-4)/teacher"
+        mkdir -p "$run"
+        [[ -e $run/teacher ]] || ln -sfn "$(realpath "runs/$(name 400 1e-4)/teacher")" "$run/teacher"
+        step "probe-train-$lr" "$TMD" train --module drd --data "$run/teacher" --out "$run/adapters/drd" \
+            --epochs "$EPOCHS" --lr "$lr" --threads "$THREADS" --no-progress
+        step "probe-export-$lr" "$TMD" export --adapters "$run/adapters" --modules drd --quant q8_0 \
+            --out "models/$(name 400 "$lr")"
+        step "probe-dev-$lr" "$TMD" eval --dataset strategyqa --threads "$THREADS" --batch-size 50 --split train \
+            --offset "$DEV_OFFSET" --limit "$DEV" --system drd --bundle "models/$(name 400 "$lr")" --quant q8_0 \
+            --out results/dev-lr.jsonl
     done
 }
 
@@ -57,14 +83,14 @@ train_facts_reasoner() {  # the same 400-question TMD, but the Reasoner learns s
         ln -sfn "$(realpath "$run/adapters/$role")" "$facts/adapters/$role"
     done
     step "train-400-facts" "$TMD" train --module reasoner --data "$facts/teacher" --out "$facts/adapters/reasoner" \
-        --epochs "$EPOCHS" --threads "$THREADS" --no-progress
+        --epochs "$EPOCHS" --lr "$LR" --threads "$THREADS" --no-progress
 }
 
+[[ $PHASE == probe || $PHASE == all ]] && probe_lr
+[[ $PHASE == probe ]] && exit 0
 if [[ $PHASE == train || $PHASE == all ]]; then
-    for n in $SIZES; do
-        train_size "$n"
-        [[ $n == 400 ]] && train_facts_reasoner
-    done
+    for n in $SIZES; do train_size "$n"; done
+    [[ " $SIZES " == *" 400 "* ]] && train_facts_reasoner  # a side comparison: after the curve's students
 fi
 [[ $PHASE == train ]] && exit 0
 

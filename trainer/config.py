@@ -75,6 +75,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     keep_checkpoints_after: bool = False  # leave checkpoints/ behind once the run has finished
     precision: str = "auto"
+    # The LM head only at positions that predict a target token (logits_to_keep): the same loss,
+    # minus a vocabulary projection per prompt token. False exists for `make bench` to compare.
+    head_on_targets_only: bool = True
     device: str = "auto"
     threads: int | None = None
     progress: bool = True

@@ -399,7 +399,7 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     epochs = math.ceil(total_steps / steps_per_epoch)
 
     model, targets = load_model(cfg, data.base_dir, device)
-    keep_ok = supports_logits_to_keep(model)
+    keep_ok = cfg.head_on_targets_only and supports_logits_to_keep(model)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
