@@ -23,7 +23,7 @@ def converter():
 
 @pytest.fixture(scope="session")
 def hf_base(embedded_model) -> Path:
-    from trainer.base import ensure_hf_base
+    from tmd_local.hf_base import ensure_hf_base
 
     return ensure_hf_base("smollm2-135m-instruct")
 

@@ -19,7 +19,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainer"
 @pytest.fixture(scope="session")
 def hf_base(embedded_model) -> Path:
     """The embedded GGUF dequantized to a Hugging Face folder (built once, cached in models/base)."""
-    from trainer.base import ensure_hf_base
+    from tmd_local.hf_base import ensure_hf_base
 
     return ensure_hf_base("smollm2-135m-instruct")
 
