@@ -90,7 +90,7 @@ def embedded_model():
 
 
 @pytest.fixture(scope="session")
-def hf_base(embedded_model, tmd_home) -> Path:
+def hf_base(embedded_model) -> Path:
     """The embedded GGUF dequantized to a Hugging Face folder: built once per session in the
     temporary home (or once ever in $TMD_TEST_CACHE_DIR), where trainer and exporter look for it."""
     from tmd_local.hf_base import ensure_hf_base
