@@ -23,11 +23,16 @@ $(STAMP): pyproject.toml teacher/__init__.py trainer/__init__.py exporter/__init
 demo: $(STAMP)
 	$(BIN)/tmd demo
 
+# A test run writes only under a temporary $TMD_HOME (tests/conftest.py): no bytecode or pytest
+# cache in the checkout either. TMD_TEST_CACHE_DIR=<folder> keeps the dequantized base and the
+# converters between runs.
+TEST_RUN := PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(TEST_RUN)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(TEST_RUN) -m "not slow"
 
 # Figures, not pass/fail: generated tok/s (pipeline vs raw llama.cpp), module residency, switch time,
 # stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512).

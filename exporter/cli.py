@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
 from tmd_local.cli_options import THREADS, Real
+from tmd_local.console import console, err_console, one_line_errors
 
 QUANT_DEFAULT = "f16,q8_0,q4_k_m"
-
-
-def one_line_errors(func):
-    """tmd_local.cli's wrapper, looked up at call time: tmd_local.cli imports this module while it
-    is itself being imported, so a module-level import of it here would be circular."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from tmd_local.cli import one_line_errors as wrap
-
-        return wrap(func)(*args, **kwargs)
-    return wrapper
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -57,9 +46,6 @@ def _split(value: str | None) -> list[str] | None:
 def export(adapters, quant, out, mode, modules, zero_shot, base, threads, no_verify, min_agreement,
            keep_merged, ollama, ollama_quant):
     """Merge trained adapters, convert them with llama.cpp's converter, quantize, verify, write a bundle."""
-    from tmd_local.cli import console, err_console
-    from tmd_local.errors import TmdError
-
     from .export import ExportOptions, export as run_export
     from .quant import parse_quants
     from .render import RichReporter, print_summary

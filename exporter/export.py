@@ -148,8 +148,8 @@ def training_record(tmd: dict) -> dict | None:
 
 
 def resolve_base(name_or_path: str) -> tuple[str, Path]:
-    """(base name for the manifest, HF folder). The trainer builds/caches the HF copy of the GGUF."""
-    from trainer.base import ensure_hf_base
+    """(base name for the manifest, HF folder). tmd_local.hf_base builds/caches the HF copy of the GGUF."""
+    from tmd_local.hf_base import ensure_hf_base
 
     p = Path(name_or_path).expanduser()
     name = p.name if p.is_dir() else name_or_path

@@ -1,6 +1,7 @@
 """llama.cpp's own converters, taken from the llama-cpp-python sdist of exactly the installed version.
 
-The sdist is fetched once from PyPI into a git-ignored cache (`.cache/llama-cpp-python-<version>/`),
+The sdist is fetched once from PyPI into the cache (`<tmd_local.paths.cache_dir()>/llama-cpp-python-<version>/`,
+.cache/ in the checkout unless $TMD_HOME or $TMD_CACHE_DIR says otherwise),
 checked against the sha256 PyPI publishes, and only the converter files are extracted:
 `convert_hf_to_gguf.py`, `convert_lora_to_gguf.py`, the `conversion/` package they import, `gguf-py/`
 and llama.cpp's LICENSE. The converters run as subprocesses with PYTHONPATH on that gguf-py, so the
@@ -28,8 +29,8 @@ from typing import Callable
 
 from tmd_local.errors import TmdError
 from tmd_local.jsonl import staged_dir
+from tmd_local.paths import cache_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = "llama-cpp-python"
 SIMPLE_URL = "https://pypi.org/simple/llama-cpp-python/"
 MARKER = "tmd-vendor.json"  # written last: its presence means the extraction is complete
@@ -37,7 +38,6 @@ MARKER = "tmd-vendor.json"  # written last: its presence means the extraction is
 MEMBERS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/", "gguf-py/", "LICENSE",
            "requirements/")
 SDIST_ENV = "TMD_LLAMA_CPP_SDIST"
-CACHE_ENV = "TMD_CACHE_DIR"
 
 
 def installed_version() -> str:
@@ -45,10 +45,6 @@ def installed_version() -> str:
         return metadata.version("llama_cpp_python")
     except metadata.PackageNotFoundError:
         raise TmdError("llama-cpp-python is not installed (pip install llama-cpp-python)") from None
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or REPO_ROOT / ".cache")
 
 
 def sdist_filename(version: str) -> str:
@@ -112,7 +108,7 @@ def ensure_converter(version: str | None = None, cache: Path | None = None,
                      on_status: Callable[[str], None] | None = None) -> Converter:
     """The converter of `version` (default: the installed llama-cpp-python), fetching it once."""
     version = version or installed_version()
-    root = (cache or cache_root()) / f"llama-cpp-python-{version}"
+    root = (cache or cache_dir()) / f"llama-cpp-python-{version}"
     if _complete(root, version):
         return Converter(root, version)
     say = on_status or (lambda _msg: None)

@@ -379,7 +379,7 @@ def training(args, tmp: Path) -> dict:
 
 
 def _ensure_base() -> None:
-    _run_quiet([sys.executable, "-c", f"from trainer.base import ensure_hf_base; ensure_hf_base({EMBEDDED!r})"])
+    _run_quiet([sys.executable, "-c", f"from tmd_local.hf_base import ensure_hf_base; ensure_hf_base({EMBEDDED!r})"])
 
 
 def _run_quiet(cmd: list[str]) -> None:
@@ -486,7 +486,7 @@ def quant_speed(args, tmp: Path) -> dict:
     from exporter.quant import quantize
     from exporter.vendor import ensure_converter
     from tmd_local.datasets import load_questions
-    from trainer.base import ensure_hf_base
+    from tmd_local.hf_base import ensure_hf_base
 
     base_dir = ensure_hf_base(EMBEDDED)
     files = {"f16": tmp / "bench.f16.gguf"}

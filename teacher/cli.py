@@ -1,36 +1,19 @@
 """`tmd teach`: a teacher answers training questions in the three modules' formats (and DRD's).
 
-Kept light at import time: tmd_local.cli imports this module for every command, so the OpenAI SDK,
-llama.cpp and rich's progress machinery are imported only inside the command.
+Kept light at import time: the `tmd` command group imports this module for every command, so the
+OpenAI SDK, llama.cpp and rich's progress machinery are imported only inside the command.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import click
 
 from tmd_local.cli_options import N_CTX, TEMPERATURE, TEXT, THREADS, Real, count
+from tmd_local.console import console, err_console, one_line_errors, warn
 from tmd_local.errors import TmdError
-
-
-def one_line_errors(func):
-    """tmd_local.cli's error handling, looked up at call time: tmd_local.cli imports this module
-    while it is itself being imported, so importing from it here at import time would be circular."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from tmd_local.cli import one_line_errors as handled
-
-        return handled(func)(*args, **kwargs)
-    return wrapper
-
-
-def _consoles():
-    from tmd_local.cli import console, err_console
-
-    return console, err_console
 
 
 @click.command()
@@ -74,8 +57,6 @@ def teach(dataset, split, limit, data_path, data_dir, teacher_spec, out, concurr
 
     spec = parse_spec(teacher_spec)
     questions, report = load_questions(dataset, split, path=data_path, data_dir=data_dir, limit=limit)
-    from tmd_local.cli import warn
-
     for line in report.warnings():
         warn(line)
     prepare_out_dir(out)
@@ -122,7 +103,7 @@ def _open_backend(spec, *, base_url, api_key_env, timeout, retries, backoff, tem
         ref = resolve_model(spec.target)
         from tmd_local.display import markup_safe
 
-        with _consoles()[1].status(f"loading {markup_safe(ref.name, True)}..."):
+        with err_console.status(f"loading {markup_safe(ref.name, True)}..."):
             return GGUFBackend(ref, n_ctx=n_ctx, temperature=temperature, threads=threads)
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     api_key = os.environ.get(api_key_env) or None
@@ -145,7 +126,7 @@ class _RichProgress:
 
         self._bar = Progress(TextColumn("[b]{task.description}"), BarColumn(), MofNCompleteColumn(),
                              _seconds_per_item_column(), TimeElapsedColumn(), TextColumn("eta"),
-                             TimeRemainingColumn(), console=_consoles()[1], transient=True)
+                             TimeRemainingColumn(), console=err_console, transient=True)
         self._description = markup_safe(description, one_line=True)
         self._task = None
 
@@ -185,7 +166,6 @@ def _print_summary(summary: dict, out: Path) -> None:
 
     from tmd_local.display import markup_safe, visible
 
-    console, _ = _consoles()
     table = Table(title=f"teacher {markup_safe(summary['teacher'], True)} on {summary['dataset']}/"
                         f"{summary['split']} ({summary['questions']} questions)")
     for column in ("module", "kept", "rejected", "rejected by reason"):

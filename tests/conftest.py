@@ -1,15 +1,84 @@
-"""Shared fixtures: the embedded model, the benchmark data (skipped with a reason when absent), and
-an isolated working directory for anything a command writes."""
+"""Shared fixtures: a temporary tmd home for the whole session, the embedded model and its
+dequantized copy, the benchmark data (skipped with a reason when absent), and an isolated working
+directory for anything a command writes."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from tmd_local import paths
 from tmd_local.datasets import default_data_dir
 from tmd_local.errors import TmdError
 from tmd_local.registry import DEFAULT_MODEL, resolve_model
+
+# A folder the sessions may share for what is slow to rebuild (the dequantized base, llama.cpp's
+# converters). Unset: both are built once per session in the temporary home.
+TEST_CACHE_ENV = "TMD_TEST_CACHE_DIR"
+_HOME = pytest.StashKey[tuple]()
+
+
+def pytest_configure(config):
+    """Before collection, point $TMD_HOME (models/, runs/, results/, .cache/, the dequantized base)
+    and Hypothesis's storage at a temporary folder, so a test run never writes into the checkout.
+    Subprocesses inherit it through the environment; it is removed when the run ends."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    sdist = _users_sdist()  # looked up before the environment changes: the user's own cache
+    home = Path(tempfile.mkdtemp(prefix="tmd-test-home-"))
+    saved = {name: os.environ.get(name) for name in (paths.HOME_ENV, paths.CACHE_ENV)}
+    config.stash[_HOME] = (home, saved)
+    os.environ[paths.HOME_ENV] = str(home)
+    shared_cache = os.environ.get(TEST_CACHE_ENV, "").strip()
+    if shared_cache:
+        os.environ[paths.CACHE_ENV] = shared_cache
+    else:
+        os.environ.pop(paths.CACHE_ENV, None)
+    if sdist is not None:
+        _offer_sdist(sdist)
+    set_hypothesis_home_dir(home / ".hypothesis")  # its examples and constants, else ./.hypothesis/
+
+
+def pytest_unconfigure(config):
+    home, saved = config.stash[_HOME]
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tmd_home(pytestconfig) -> Path:
+    """The session's temporary $TMD_HOME."""
+    return pytestconfig.stash[_HOME][0]
+
+
+def _users_sdist() -> Path | None:
+    """The llama-cpp-python sdist `make setup` cached for the installed version, if any."""
+    from exporter.vendor import installed_version, sdist_filename
+
+    try:
+        version = installed_version()
+    except TmdError:
+        return None
+    tarball = paths.cache_dir() / f"llama-cpp-python-{version}" / "sdist" / sdist_filename(version)
+    return tarball if tarball.is_file() else None
+
+
+def _offer_sdist(tarball: Path) -> None:
+    """Link the user's sdist into the test cache, where exporter.vendor looks for a downloaded one:
+    the converters are extracted from it (read only) instead of fetched from PyPI again."""
+    link = paths.cache_dir() / tarball.parent.parent.name / "sdist" / tarball.name
+    if link.exists() or link.is_symlink():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(tarball)
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +87,15 @@ def embedded_model():
         return resolve_model(DEFAULT_MODEL)
     except TmdError as e:
         pytest.skip(f"embedded model not installed: {e}")
+
+
+@pytest.fixture(scope="session")
+def hf_base(embedded_model) -> Path:
+    """The embedded GGUF dequantized to a Hugging Face folder: built once per session in the
+    temporary home (or once ever in $TMD_TEST_CACHE_DIR), where trainer and exporter look for it."""
+    from tmd_local.hf_base import ensure_hf_base
+
+    return ensure_hf_base(DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +108,6 @@ def data_dir() -> Path:
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
-    """Run in a temp dir so results/, runs/ and models/ written by commands stay out of the repo."""
+    """Run in a temp dir, for commands given relative paths (--out r.jsonl, reports/...)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -378,6 +378,9 @@ def open_source(bundle: str | Path | None = None, model: str | Path | None = Non
     return zero_shot_bundle(target)
 
 
-def find_bundles(root: Path = Path("models")) -> list[Path]:
+def find_bundles(root: Path | None = None) -> list[Path]:
     """Bundle folders under models/ (those with a manifest, i.e. finished exports)."""
+    from .paths import models_dir
+
+    root = models_dir() if root is None else root
     return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []

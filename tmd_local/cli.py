@@ -1,126 +1,33 @@
-"""The `tmd` command. Library errors (TmdError) become one line on stderr and exit status 1."""
+"""The `tmd` command group: the runtime's own commands (ask, demo, eval, report, models) and each
+stage's command, imported from its package (teach, train, export, app, serve).
+
+Imports point down only: the stages' command modules import their options and consoles from
+tmd_local (cli_options, run_options, console), never this module. Every module imported here keeps
+torch, transformers, llama.cpp and Textual out of its top level, so `tmd --help` stays fast.
+Library errors (TmdError) become one line on stderr and exit status 1 (tmd_local/console.py)."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from .cli_options import N_CTX, SEED, SIZE, TEMPERATURE, TEXT, THREADS, count
-from .display import markup_safe, visible
+from exporter.cli import export
+from teacher.cli import teach
+from trainer.cli import train
+
+from .cli_options import TEMPERATURE, TEXT, count
+from .console import console, err_console, one_line_errors, say, warn
+from .display import markup_safe
 from .errors import TmdError
+from .paths import results_dir
 from .pipeline import SYSTEMS
-from .registry import DEFAULT_MODEL
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def one_line_errors(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except TmdError as e:
-            print_error(str(e))
-            sys.exit(1)
-        except KeyboardInterrupt:
-            err_console.print("Interrupted; finished work is saved, rerun the same command to resume.")
-            sys.exit(130)
-    return wrapper
-
-
-def print_error(message: str) -> None:
-    """`Error: <message>` as one line: the message is shown, never read as markup or obeyed as
-    terminal control codes (it quotes user input and file contents)."""
-    from rich.text import Text
-
-    err_console.print(Text.assemble(("Error:", "red"), " ", visible(message, one_line=True)),
-                      highlight=False, soft_wrap=True)
-
-
-def warn(message: str) -> None:
-    """A warning line on stderr, shown as written (see print_error)."""
-    from rich.text import Text
-
-    err_console.print(Text(visible(message, one_line=True), style="yellow"), highlight=False, soft_wrap=True)
-
-
-def say(message: str) -> None:
-    """A plain line on stdout that quotes paths or names: never read as markup."""
-    console.print(visible(message), markup=False, highlight=False, soft_wrap=True)
-
-
-def generation_options(func):
-    """Options shared by every command that runs the pipeline."""
-    decorators = [
-        click.option("--model", default=DEFAULT_MODEL, show_default=True,
-                     help="Registry name or .gguf path used for every module (zero-shot)."),
-        click.option("--system", type=click.Choice(["tmd", "drd", "mc"]), default="tmd", show_default=True,
-                     help="mc: no reasoning, the log-likelihood of each option's text."),
-        click.option("--n-ctx", type=N_CTX, default=2048, show_default=True, help="Context window in tokens."),
-        click.option("--threads", type=THREADS, default=None, help="CPU threads (default: all cores)."),
-        click.option("--temperature", type=TEMPERATURE, default=0.0, show_default=True, help="0 = greedy."),
-        click.option("--seed", type=SEED, default=0, show_default=True),
-    ]
-    for decorate in reversed(decorators):
-        func = decorate(func)
-    return func
-
-
-def runtime_options(func=None, *, several_bundles: bool = False):
-    """Where the modules come from and how they share memory (docs/FORMATS.md §5, tmd_local/runner.py)."""
-    if func is None:
-        return functools.partial(runtime_options, several_bundles=several_bundles)
-    decorators = [
-        click.option("--bundle", "bundles" if several_bundles else "bundle", type=click.Path(path_type=Path),
-                     multiple=several_bundles, default=() if several_bundles else None,
-                     help="Bundle folder (models/<bundle>) or its manifest.json; replaces --model."
-                          + (" Repeat to evaluate several." if several_bundles else "")),
-        click.option("--quant", type=TEXT, default=None,
-                     help="Bundle quantization (default: its default_quant, else q8_0); "
-                          "'q8_0+lora' runs merged roles as base + LoRA where shipped; "
-                          "'f16,reasoner=q4_k_m' quantizes one module differently."),
-        click.option("--max-memory", type=SIZE, default=None, metavar="SIZE",
-                     help="Refuse to load a module that would take tmd past SIZE (600MB, 1.5GiB...)."),
-        click.option("--memory-budget", type=SIZE, default=None, metavar="SIZE",
-                     help="Run the bundle's per-module quant mix with the best measured accuracy whose "
-                          "measured peak RSS fits SIZE (from tmd eval results); also sets --max-memory."),
-        click.option("--results", "results_paths", multiple=True, type=click.Path(path_type=Path),
-                     help="Results JSONL files or folders --memory-budget reads (default: results/)."),
-        click.option("--keep-loaded", is_flag=True,
-                     help="Keep modules in memory across stages and questions while --max-memory allows."),
-    ]
-    for decorate in reversed(decorators):
-        func = decorate(func)
-    return func
-
-
-def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, *, systems=("tmd",),
-                  memory_budget=None, results_paths=()):
-    """(ModuleSet, ModulePool) for the options above; the pool must be closed (use it as `with`)."""
-    from .bundle import open_source
-    from .memory import MemoryBudget
-    from .runner import ModulePool
-
-    source = open_source(bundle=bundle, model=model)
-    if memory_budget:
-        from .quantmix import quant_for_budget
-
-        quant = quant_for_budget(source, quant, memory_budget, systems, results_paths, warn_plain)
-        max_memory = max_memory or memory_budget
-    modules = source.module_set(quant)
-    pool = ModulePool(settings, budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded)
-    return modules, pool, source
-
-
-def warn_plain(message: str) -> None:
-    err_console.print(visible(message), markup=False, highlight=False, soft_wrap=True)
+from .run_options import (build_runtime, build_settings, context_options, generation_options, model_option,
+                          runtime_options)
+from .serve.cli import serve
+from .tui.cli import app
 
 
 def label_with_bundle(config: dict, source) -> dict:
@@ -134,15 +41,6 @@ def label_with_bundle(config: dict, source) -> dict:
         if training:  # how many questions and epochs the student saw
             model["training"] = training
     return config
-
-
-def build_settings(n_ctx, threads, temperature, seed):
-    from .runner import GenerationSettings
-
-    settings = GenerationSettings(n_ctx=n_ctx, temperature=temperature, seed=seed)
-    if threads is not None:  # validated at the command line: 1..512
-        settings.n_threads = threads
-    return settings
 
 
 @click.group()
@@ -263,15 +161,14 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with <dataset>/<split>.jsonl (default: $TMD_DATA_DIR or ../shared/data).")
 @click.option("--strict", is_flag=True, help="Reject the data file at its first malformed record.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results/eval.jsonl"), show_default=True,
-              help="Results JSONL, one line per question per configuration. Reruns resume.")
+@click.option("--out", type=click.Path(path_type=Path), default=lambda: results_dir() / "eval.jsonl",
+              help="Results JSONL, one line per question per configuration. Reruns resume.  "
+                   "[default: results/eval.jsonl, in $TMD_HOME if set]")
 @click.option("--batch-size", type=count(1, 10_000), default=10, show_default=True,
               help="Questions per stage batch: each module loads once per batch and evaluates the "
                    "prompt start its prompts share once; results are written batch by batch.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="Registry name or .gguf path used for every module (zero-shot).")
-@click.option("--n-ctx", type=N_CTX, default=2048, show_default=True, help="Context window in tokens.")
-@click.option("--threads", type=THREADS, default=None, help="CPU threads (default: all cores).")
+@model_option
+@context_options
 @click.option("--temperature", type=TEMPERATURE, default=0.0, show_default=True, help="0 = greedy.")
 @runtime_options(several_bundles=True)
 @one_line_errors
@@ -382,25 +279,8 @@ def models():
             console.print(f"{name}  [red]{markup_safe(e, True)}[/red]")
 
 
-# Each stage owns its command in <package>/cli.py; those modules import heavy libraries lazily.
-STAGE_COMMANDS = (("teacher.cli", "teach"), ("trainer.cli", "train"), ("exporter.cli", "export"),
-                  ("tmd_local.tui.cli", "app"), ("tmd_local.serve.cli", "serve"))
-
-
-def _register_stage_commands() -> None:
-    import importlib
-
-    for module_name, command in STAGE_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                continue  # that stage is not part of this installation
-            raise
-        cli.add_command(getattr(module, command))
-
-
-_register_stage_commands()
+for command in (teach, train, export, app, serve):  # each stage owns its command, in <package>/cli.py
+    cli.add_command(command)
 
 
 def main():

@@ -1,5 +1,5 @@
 """Option types every command shares, so a number means the same thing, and is refused the same
-way, in ask, eval, teach, train, export and app.
+way, in ask, eval, teach, train, export, app and serve.
 
 A bad value is one line, `Error: --threads 0: expected a whole number from 1 to 512`, exit status 1,
 raised while click parses the command line: before any model is loaded or any file is touched.

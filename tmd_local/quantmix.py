@@ -17,9 +17,8 @@ from pathlib import Path
 from .bundle import ROLES, Bundle, QuantChoice
 from .errors import TmdError
 from .memory import MIB, parse_size
+from .paths import results_dir
 from .report import ConfigResult, load_results
-
-DEFAULT_RESULTS = Path("results")
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Measured:
 def result_files(paths: list[Path] | tuple[Path, ...]) -> list[Path]:
     """Results JSONL files: the ones given (files or folders), else everything under results/."""
     files = []
-    for path in paths or (DEFAULT_RESULTS,):
+    for path in paths or (results_dir(),):
         files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     return [f for f in files if f.is_file()]
 
@@ -112,7 +111,7 @@ def pick_quant(bundle: Bundle, budget_text: str, systems: tuple[str, ...],
     """The --quant text for the best measured mix per system within the budget, and the picks."""
     budget_mb = parse_size(budget_text) / MIB
     files = result_files(result_paths)
-    where = ", ".join(str(p) for p in (result_paths or (DEFAULT_RESULTS,)))
+    where = ", ".join(str(p) for p in (result_paths or (results_dir(),)))
     results = load_results(files)
     per_role, picks = {}, []
     for system in systems:

@@ -1,28 +1,19 @@
 """`tmd train`: LoRA fine-tuning of one module (or all four) on a teacher run's training sets.
 
-Imported by tmd_local.cli to register the command, so nothing heavy is imported at module level:
+Imported by the `tmd` command group to register the command, so nothing heavy is imported at module level:
 torch, transformers and peft load inside the command.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
 from tmd_local.cli_options import SEED, THREADS, Real, count
+from tmd_local.console import console, err_console, one_line_errors
 
 MODULE_CHOICES = ("analyzer", "informant", "reasoner", "drd")
-
-
-def _one_line_errors(func):
-    """tmd_local.cli's error handling, looked up at call time (that module imports this one)."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from tmd_local.cli import one_line_errors
-        return one_line_errors(func)(*args, **kwargs)
-    return wrapper
 
 
 def _csv(ctx, param, value):
@@ -75,14 +66,12 @@ def _csv(ctx, param, value):
 @click.option("--resume", is_flag=True, help="Require a checkpoint to resume (resuming is automatic anyway).")
 @click.option("--fresh", is_flag=True, help="Discard checkpoints and any finished run in the output first.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
-@_one_line_errors
+@one_line_errors
 def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_size, grad_accum, max_length,
           weight_decay, warmup_steps, max_grad_norm, lora_r, lora_alpha, lora_dropout, target_modules,
           pad_to_max, truncation, eval_fraction, seed, save_every, keep_checkpoints, keep_checkpoints_after,
           precision, device, threads, resume, fresh, no_progress):
     """LoRA fine-tuning of a student module on a teacher run (resumable; writes a peft adapter)."""
-    from rich.console import Console
-
     from tmd_local.errors import TmdError
     from tmd_local.memory import reset_peak_rss
 
@@ -113,11 +102,10 @@ def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_siz
 
     from .train import train as train_one
 
-    console = Console(stderr=True)
     results = []
     for cfg in configs:
         reset_peak_rss()
-        results.append(train_one(cfg, resume=True if resume else None, fresh=fresh, console=console))
+        results.append(train_one(cfg, resume=True if resume else None, fresh=fresh, console=err_console))
         import gc
         gc.collect()
     _summary(results)
@@ -130,7 +118,6 @@ def default_out(data: Path) -> Path:
 
 
 def _summary(results) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="tmd train")
@@ -149,4 +136,4 @@ def _summary(results) -> None:
                       f"{m['tokens_per_second']:.0f}", f"{m['wall_seconds']:.0f}s",
                       f"{m['peak_rss_mb']:.0f} MB", f"{m['padded_token_ratio']:.1%}",
                       f"{ex.get('truncated', 0)}", str(r.out))
-    Console().print(table)
+    console.print(table)

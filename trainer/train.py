@@ -37,12 +37,12 @@ import torch.nn.functional as F  # noqa: E402
 
 from tmd_local import __version__ as TMD_VERSION
 from tmd_local.errors import TmdError
+from tmd_local.hf_base import ensure_hf_base
 from tmd_local.jsonl import write_json_atomic
 from tmd_local.memory import peak_rss_mb
 from tmd_local.prompts import PROMPT_VERSION
 from tmd_local.registry import file_sha256
 
-from .base import ensure_hf_base
 from .config import TrainConfig, default_target_modules
 from .data import (DataStats, Example, build_examples, collate, length_grouped_batches,
                    load_records, padding_ratio, split_heldout)

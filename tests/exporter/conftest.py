@@ -1,5 +1,6 @@
-"""Exporter fixtures: llama.cpp's converter (fetched once into .cache/), the dequantized embedded base,
-a tiny random Llama with SmolLM2's tokenizer, and random LoRA adapters shaped like the trainer's."""
+"""Exporter fixtures: llama.cpp's converter (extracted once per session into the test home's cache),
+a tiny random Llama with SmolLM2's tokenizer, and random LoRA adapters shaped like the trainer's
+(the dequantized embedded base, hf_base, is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,6 @@ def converter():
     from exporter.vendor import ensure_converter
 
     return ensure_converter()
-
-
-@pytest.fixture(scope="session")
-def hf_base(embedded_model) -> Path:
-    from trainer.base import ensure_hf_base
-
-    return ensure_hf_base("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ def commands(tmp):
         "teach": ["teach", "--dataset", "obqa", "--teacher", "gold", "--data-path", "/nonexistent/q.jsonl",
                   "--out", f"{tmp}/t"],
         "app": ["app", "--model", MISSING_MODEL],
+        "serve": ["serve", "--model", MISSING_MODEL],
         "export": ["export", "--adapters", "/nonexistent/adapters", "--out", f"{tmp}/b"],
     }
 
@@ -41,6 +42,7 @@ OPTIONS = {
     "teach": ["--limit", "--concurrency", "--timeout", "--retries", "--backoff", "--max-tokens",
               "--temperature", "--n-ctx", "--threads"],
     "app": ["--n-ctx", "--threads", "--max-tokens"],
+    "serve": ["--n-ctx", "--threads", "--seed"],  # declared once with ask's (tmd_local/run_options.py)
     "export": ["--threads", "--min-agreement"],
 }
 PAIRS = [(command, flag) for command, flags in OPTIONS.items() for flag in flags]

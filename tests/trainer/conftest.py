@@ -1,5 +1,6 @@
-"""Trainer fixtures: the dequantized embedded base (HF folder), a tiny random Llama with the same
-tokenizer and chat template for fast tests, and small teacher-format training sets."""
+"""Trainer fixtures: the base's tokenizer, a tiny random Llama with the same tokenizer and chat
+template for fast tests, and small teacher-format training sets (the dequantized embedded base,
+hf_base, is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,6 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainer"
-
-
-@pytest.fixture(scope="session")
-def hf_base(embedded_model) -> Path:
-    """The embedded GGUF dequantized to a Hugging Face folder (built once, cached in models/base)."""
-    from trainer.base import ensure_hf_base
-
-    return ensure_hf_base("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")

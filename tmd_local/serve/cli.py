@@ -8,9 +8,10 @@ import socket
 
 import click
 
-from ..cli import build_runtime, build_settings, console, one_line_errors, runtime_options
+from ..cli_options import SEED
+from ..console import console, one_line_errors
 from ..errors import TmdError
-from ..registry import DEFAULT_MODEL
+from ..run_options import build_runtime, build_settings, context_options, model_option, runtime_options
 
 
 @click.command()
@@ -23,11 +24,9 @@ from ..registry import DEFAULT_MODEL
               help="Questions that may wait; more are refused with 429 and Retry-After.")
 @click.option("--max-batch", type=click.IntRange(1, 1000), default=16, show_default=True,
               help="Waiting questions run together, each module loaded once for all of them.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="Registry name or .gguf path used for every module (zero-shot).")
-@click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Default seed (requests may set one).")
+@model_option
+@context_options
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Default seed (requests may set one).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @runtime_options

@@ -113,7 +113,9 @@ def export_run(record: RunRecord, path: Path) -> Path:
 
 
 def default_export_path(record: RunRecord, suffix: str = ".md") -> Path:
-    return Path("traces") / f"{record.started:%Y%m%d-%H%M%S}-{record.system}{suffix}"
+    from ..paths import traces_dir
+
+    return traces_dir() / f"{record.started:%Y%m%d-%H%M%S}-{record.system}{suffix}"
 
 
 def run_markdown(record: RunRecord) -> str:

@@ -1,15 +1,17 @@
-"""The base model for training: a local HF folder, or the embedded GGUF dequantized once and cached."""
+"""The base model as a Hugging Face folder, for training (trainer/) and export (exporter/): a local
+HF folder, or the embedded GGUF dequantized once and cached (paths.base_models_dir()).
+
+Importing this module is torch-free; torch and transformers load only when a copy is built."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import staged_dir
-from tmd_local.registry import EMBEDDED
+from .errors import TmdError
+from .jsonl import staged_dir
+from .paths import base_models_dir
+from .registry import EMBEDDED
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BASE_CACHE = REPO_ROOT / "models" / "base"
 DONE_MARKER = "tmd-base.json"  # written last: its presence means the cached copy is complete
 
 
@@ -29,10 +31,10 @@ def ensure_hf_base(name_or_path: str) -> Path:
 def _dequantized_copy(name_or_path: str) -> Path:
     import json
 
-    from tmd_local.registry import resolve_model
+    from .registry import resolve_model
 
     ref = resolve_model(name_or_path)
-    target = BASE_CACHE / ref.name
+    target = base_models_dir() / ref.name
     if (target / DONE_MARKER).is_file():
         return target
     import torch
