@@ -90,7 +90,8 @@ train_facts_reasoner() {  # the same 400-question TMD, but the Reasoner learns s
 [[ $PHASE == probe ]] && exit 0
 if [[ $PHASE == train || $PHASE == all ]]; then
     for n in $SIZES; do train_size "$n"; done
-    [[ " $SIZES " == *" 400 "* ]] && train_facts_reasoner  # a side comparison: after the curve's students
+    # A side comparison, after the curve's students (FACTS=0 leaves it out)
+    [[ ${FACTS:-1} == 1 && " $SIZES " == *" 400 "* ]] && train_facts_reasoner
 fi
 [[ $PHASE == train ]] && exit 0
 
