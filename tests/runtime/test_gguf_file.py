@@ -1,7 +1,5 @@
 """GGUF headers and summaries read without loading the model; the figures match gguf-py's GGUFReader."""
 
-import time
-
 import pytest
 
 from tmd_local.errors import TmdError
@@ -10,9 +8,7 @@ from tmd_local.registry import gguf_summary
 
 
 def test_gguf_header_is_read_without_the_vocabulary(embedded_model):
-    started = time.perf_counter()
     header = read_gguf_header(embedded_model.path)
-    assert time.perf_counter() - started < 1.0  # a full GGUFReader takes seconds on this file
     assert header["general.architecture"] == "llama"
     assert header["llama.block_count"] == 30 and header["llama.attention.head_count_kv"] == 3
     assert header["tokenizer.ggml.tokens"] is None  # 49152 strings skipped, not decoded
@@ -33,9 +29,7 @@ def test_truncated_header_is_a_clear_error(tmp_path, embedded_model):
 
 
 def test_info_is_read_from_the_header(embedded_model):
-    started = time.perf_counter()
     info = read_gguf_info(embedded_model.path)
-    assert time.perf_counter() - started < 2.0
     assert (info.general_type, info.architecture, info.file_type) == ("model", "llama", "q4_1")
     assert info.n_tensors == 272 and info.tensor_types == {"F32": 61, "Q4_1": 210, "Q8_0": 1}
     assert info.size_bytes == embedded_model.path.stat().st_size
