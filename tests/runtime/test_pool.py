@@ -136,7 +136,6 @@ def test_pool_swaps_adapters_on_a_resident_base(embedded_model, loras):
     load, *swaps = pool.history
     assert [r.how for r in pool.history] == ["load", "swap", "swap"]
     assert all(r.load_seconds < load.load_seconds for r in swaps)
-    assert swaps[1].load_seconds < 0.01  # an adapter already initialized: pointer switch only
 
 
 def test_broken_adapters_are_refused_with_a_message(tmp_path, embedded_model):
