@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tmd_local.errors import TmdError
-from tmd_local.prompts import ROLES
+from tmd_local.roles import ROLES
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.(?:[a-z_]+\.)*?([a-z_]+)\.lora_([AB])\.weight$")

@@ -26,12 +26,10 @@ from typing import Any, Iterable
 from tmd_local import __version__ as TMD_VERSION
 from tmd_local.bundle import FORMAT, MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest
 from tmd_local.errors import TmdError
-from tmd_local.prompts import ROLES
+from tmd_local.roles import ROLES
 from tmd_local.registry import file_sha256
 from tmd_local.runner import verify_file
 
-# The default quant an export writes into the manifest: the first of these it produced.
-QUANT_PREFERENCE = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "f16", "bf16", "f32")
 CHECKS = ("none", "size", "sha256")
 
 

@@ -33,7 +33,7 @@ from tmd_local.bundle import parse_role
 from tmd_local.errors import TmdError
 from tmd_local.gguf_file import read_gguf_info
 from tmd_local.jsonl import write_json_atomic
-from tmd_local.prompts import ROLES
+from tmd_local.roles import ROLES
 from tmd_local.registry import file_sha256
 
 from . import bundle as bundle_mod

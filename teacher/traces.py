@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from tmd_local.parsing import parse_answer
 from tmd_local.prompts import PROMPT_VERSION
 from tmd_local.records import Question
+from tmd_local.roles import ROLES
 
-MODULES = ("analyzer", "informant", "reasoner", "drd")
+MODULES = ROLES  # one training set per role
 WRONG, UNPARSEABLE, NO_GOLD = "wrong_answer", "answer_unparseable", "no_gold_answer"
 _FINAL_LINE = re.compile(r"final\s+answer", re.I)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 from tmd_local.cli_options import SEED, THREADS, Real, count
+from tmd_local.roles import ROLES
 
-MODULE_CHOICES = ("analyzer", "informant", "reasoner", "drd")
+MODULE_CHOICES = ROLES
 
 
 def _one_line_errors(func):
