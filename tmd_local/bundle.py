@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import TmdError
+from .formats import BUNDLE_FORMAT, Manifest
 from .gguf_file import read_gguf_header
 from .jsonl import read_json, require_regular_file
 from .pipeline import ModuleSet
@@ -29,7 +30,7 @@ from .registry import ModelRef, resolve_model
 from .roles import ROLES
 from .runner import ModuleRef
 
-FORMAT = "tmd-bundle/1"
+FORMAT = BUNDLE_FORMAT
 MANIFEST = "manifest.json"
 MODES = ("merged", "adapter", "base")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -69,6 +70,13 @@ class Bundle:
     manifest_path: Path | None = None  # None for a zero-shot bundle built from a model
     info: dict = field(default_factory=dict)  # teacher, data, prompt_version, created...
     manifest: dict = field(default_factory=dict)  # the JSON as read, for tools that rewrite it
+    # One line each, for whoever loads the bundle to show (a prompt_version other than this tmd's)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_version(self) -> str | None:
+        """The prompt version its modules were trained with (results are labelled with it)."""
+        return self.info.get("prompt_version") if self.manifest_path is not None else None
 
     @property
     def quants(self) -> list[str]:
@@ -265,29 +273,22 @@ def load_bundle(path: str | Path) -> Bundle:
 
 def parse_manifest(data, manifest_path: Path) -> Bundle:
     where = str(manifest_path)
-    if not isinstance(data, dict):
-        raise TmdError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise TmdError(f"{where}: field 'format': expected {FORMAT!r}, got {data.get('format')!r}")
-    base = data.get("base")
-    if not isinstance(base, str) or not base.strip():
-        raise TmdError(f"{where}: field 'base': expected a model name or GGUF path, got {base!r}")
+    manifest = Manifest.from_json(data, where)
     from .registry import EMBEDDED
 
-    if base not in EMBEDDED:
-        _check_name(base, f"{where}: field 'base")
-    modules = data.get("modules")
-    if not isinstance(modules, dict):
-        raise TmdError(f"{where}: field 'modules': expected an object with {', '.join(ROLES)}")
+    if manifest.base not in EMBEDDED:
+        _check_name(manifest.base, f"{where}: field 'base")
     roles = {}
     for role in ROLES:
-        if role not in modules:
+        if role not in manifest.modules:
             raise TmdError(f"{where}: field 'modules.{role}': missing (a bundle names all of "
                            f"{', '.join(ROLES)}; use mode 'base' for a zero-shot role)")
-        roles[role] = parse_role(role, modules[role], manifest_path)
+        roles[role] = parse_role(role, manifest.modules[role], manifest_path)
     info = {k: data[k] for k in ("tmd_version", "created", "teacher", "data", "prompt_version",
                                  "default_quant") if k in data}
-    return Bundle(manifest_path.parent.name, roles, base, manifest_path.resolve(), info, data)
+    warning = manifest.prompt_version_warning(where)
+    return Bundle(manifest_path.parent.name, roles, manifest.base, manifest_path.resolve(), info, data,
+                  [warning] if warning else [])
 
 
 def parse_role(role: str, spec, manifest_path: Path) -> Role:
