@@ -7,6 +7,11 @@ folder with a manifest is always a complete bundle. `.tmd-export/state.json` (at
 finished file with a fingerprint of its inputs and its sha256; a rerun skips every file whose record,
 size and sha256 still match, and every verification whose file and reference are unchanged.
 
+The work is planned before it runs (exporter/plan.py: one pure plan that gives the progress bar's
+step count, the free-space estimate and the order of execution); the steps that produce files are in
+exporter/making.py, the checks in exporter/checks.py, state.json and atomic writes in exporter/state.py.
+This module validates the options, runs the plan and writes the manifest (one entry function per mode).
+
 Layout of <out>/:
   manifest.json                       written last (docs/FORMATS.md section 5)
   <role>.<quant>.gguf                 merged mode

@@ -38,6 +38,19 @@ def _text(data: dict, key: str, where: str, expected: str, optional: bool = Fals
     return value
 
 
+def _with_extra(record, keys: tuple[str, ...], omit_if_none: str) -> dict:
+    """A record's known keys in order (`omit_if_none` left out when None), then its unknown ones."""
+    out = {key: getattr(record, key) for key in keys}
+    if out[omit_if_none] is None:
+        del out[omit_if_none]
+    return {**out, **record.extra}
+
+
+def _split_known(data: dict, keys: tuple[str, ...]) -> tuple[dict, dict]:
+    """(the keys this version knows, the others in their order)."""
+    return {k: data[k] for k in keys if k in data}, {k: v for k, v in data.items() if k not in keys}
+
+
 def _optional_text(data: dict, key: str, where: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
@@ -119,10 +132,7 @@ class AdapterMeta:
             "training", "tmd_version", "prompt_version")
 
     def to_json(self) -> dict:
-        out = {key: getattr(self, key) for key in self.KEYS}
-        if self.training is None:
-            del out["training"]
-        return {**out, **self.extra}
+        return _with_extra(self, self.KEYS, omit_if_none="training")
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "AdapterMeta":
@@ -135,13 +145,11 @@ class AdapterMeta:
         for key in ("hyperparameters", "training"):
             if data.get(key) is not None and not isinstance(data[key], dict):
                 raise TmdError(f"{where}: field '{key}': expected an object, got {data[key]!r}")
-        known = {key: data[key] for key in cls.KEYS if key in data}
-        known.setdefault("hyperparameters", {})
-        if known["hyperparameters"] is None:
-            known["hyperparameters"] = {}
+        known, extra = _split_known(data, cls.KEYS)
+        known["hyperparameters"] = known.get("hyperparameters") or {}
         for key in ("module", "base", "teacher", "data"):
             known.setdefault(key, None)
-        return cls(**known, extra={k: v for k, v in data.items() if k not in cls.KEYS})
+        return cls(**known, extra=extra)
 
     def results_training(self) -> dict | None:
         """`training` with the learning rate, which results must name (adapters trained before it
@@ -222,16 +230,13 @@ class ResultConfig:
             "questions")
 
     def to_json(self) -> dict:
-        out = {key: getattr(self, key) for key in self.KEYS}
-        if self.questions is None:
-            del out["questions"]
-        return {**out, **self.extra}
+        return _with_extra(self, self.KEYS, omit_if_none="questions")
 
     @classmethod
     def from_json(cls, data: dict) -> "ResultConfig":
         """From a config already checked by tmd_local/results.py (ResultRecord.from_json)."""
-        known = {key: data[key] for key in cls.KEYS if key in data}
-        return cls(**known, extra={k: v for k, v in data.items() if k not in cls.KEYS})
+        known, extra = _split_known(data, cls.KEYS)
+        return cls(**known, extra=extra)
 
 
 @dataclass
