@@ -264,7 +264,9 @@ class Exporter(Making, Checks):
             os.environ.setdefault("OMP_NUM_THREADS", str(self.o.threads))
         self.r.begin(step_count(self.plan))
         try:
-            for step in self.plan:
+            for before, step in zip([None, *self.plan], self.plan):
+                if before is not None and before.role != step.role:
+                    self._models.pop(before.role, None)  # one merged model in memory at a time
                 self.EXECUTE[step.action](self, step)
         finally:
             self._models.clear()
