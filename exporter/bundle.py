@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tmd_local import __version__ as TMD_VERSION
-from tmd_local.bundle import MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest
+from tmd_local.bundle import MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest, parse_role
 from tmd_local.errors import TmdError
 from tmd_local.formats import Manifest
+from tmd_local.jsonl import write_json_atomic
 from tmd_local.roles import ROLES
 from tmd_local.registry import file_sha256
 from tmd_local.runner import verify_file
@@ -128,8 +129,6 @@ def _shared_value(modules: dict[str, dict], key: str) -> Any:
 def write_manifest(bundle_dir: Path, manifest: dict, check: str = "size") -> Path:
     """Validate as read_manifest does (the app's reader, the base and every listed file present
     with its size) and write manifest.json atomically."""
-    from tmd_local.jsonl import write_json_atomic
-
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST
     check_contents(parse_manifest(manifest, path), check)
@@ -145,6 +144,42 @@ def set_roles(bundle_dir: Path, entries: dict[str, dict]) -> Path:
     manifest = Manifest.from_json(bundle.manifest, str(bundle.manifest_path))
     modules = {**manifest.modules, **entries}
     return write_manifest(bundle_dir, new_manifest(modules, base=manifest.base, **manifest.extra))
+
+
+def take_down_manifest(bundle_dir: Path, work: Path, rewritten: set[str], notes: list[str]) -> dict[str, dict]:
+    """Remove manifest.json before an export changes any file (a copy is kept in `work` until the
+    export finishes) and return the entries of the roles it does not rewrite whose files are all
+    still there with their sha256, to carry over into the new manifest."""
+    current = bundle_dir / MANIFEST
+    kept = work / "previous-manifest.json"
+    if current.is_file():
+        try:
+            data = json.loads(current.read_text())
+        except ValueError:
+            data = None
+        if data is not None:
+            write_json_atomic(kept, data)
+        current.unlink()
+    try:
+        data = json.loads(kept.read_text())
+        modules = data.get("modules", {}) if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+    return {role: entry for role, entry in modules.items()
+            if role not in rewritten and role in ROLES and _still_valid(role, entry, current, notes)}
+
+
+def _still_valid(role: str, entry: Any, manifest_path: Path, notes: list[str]) -> bool:
+    """A previous role entry worth keeping: its files all present with their sha256."""
+    if isinstance(entry, dict) and entry.get("mode") == "base" and not entry.get("files"):
+        return False  # a zero-shot placeholder; written again if still needed
+    try:  # checked as the bundle's own manifest: its files are named relative to its folder
+        spec = parse_role(role, entry, manifest_path)
+        check_files(listed_files([spec]), full=True)
+        return True
+    except TmdError as e:
+        notes.append(f"{role}: dropped from the previous manifest ({e})")
+        return False
 
 
 def import_role(bundle_dir: Path, source_bundle: Path, role: str, as_role: str | None = None) -> dict:

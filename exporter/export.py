@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tmd_local.bundle import parse_role
 from tmd_local.errors import TmdError
-from tmd_local.jsonl import write_json_atomic
 from tmd_local.quants import parse_quant_list, preferred
 from tmd_local.roles import ROLES, role_named
 
@@ -259,7 +257,8 @@ class Exporter(Making, Checks):
         self.validate()
         self.state = ExportState(self.out)
         self._clean_partials()
-        self.previous = self._take_down_manifest()
+        ours = set(self.adapter_of) | set(self.o.zero_shot)
+        self.previous = bundle_mod.take_down_manifest(self.out, self.work, ours, self.notes)
         if self.o.threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(self.o.threads))
         self.r.begin(step_count(self.plan))
@@ -374,39 +373,6 @@ class Exporter(Making, Checks):
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
-
-    def _take_down_manifest(self) -> dict:
-        """Remove manifest.json before changing any file (kept aside for carrying roles over)."""
-        current = self.out / bundle_mod.MANIFEST
-        kept = self.work / "previous-manifest.json"
-        if current.is_file():
-            try:
-                data = json.loads(current.read_text())
-            except ValueError:
-                data = None
-            if data is not None:
-                write_json_atomic(kept, data)
-            current.unlink()
-        try:
-            data = json.loads(kept.read_text())
-            modules = data.get("modules", {}) if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
-        ours = set(self.adapter_of) | set(self.o.zero_shot)
-        return {role: entry for role, entry in modules.items()
-                if role not in ours and role in ROLES and self._still_valid(role, entry, current)}
-
-    def _still_valid(self, role: str, entry: Any, manifest_path: Path) -> bool:
-        """A previous role entry worth keeping: its files all present with their sha256."""
-        if isinstance(entry, dict) and entry.get("mode") == "base" and not entry.get("files"):
-            return False  # a zero-shot placeholder; written again if still needed
-        try:  # checked as the bundle's own manifest: its files are named relative to self.out
-            spec = parse_role(role, entry, manifest_path)
-            bundle_mod.check_files(bundle_mod.listed_files([spec]), full=True)
-            return True
-        except TmdError as e:
-            self.notes.append(f"{role}: dropped from the previous manifest ({e})")
-            return False
 
     def _finish(self) -> None:
         shutil.rmtree(self.work / "work", ignore_errors=True)
