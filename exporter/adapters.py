@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tmd_local.errors import TmdError
-from tmd_local.prompts import ROLES
+from tmd_local.formats import AdapterMeta
+from tmd_local.roles import ROLES
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.(?:[a-z_]+\.)*?([a-z_]+)\.lora_([AB])\.weight$")
@@ -22,7 +23,7 @@ class AdapterInfo:
     module: str
     path: Path
     config: dict
-    tmd: dict
+    tmd: AdapterMeta
     weights: Path
     weights_sha256: str
     tensors: dict[str, list[int]] = field(default_factory=dict)  # name -> shape (safetensors only)
@@ -38,7 +39,7 @@ class AdapterInfo:
     @property
     def base_claims(self) -> list[str]:
         """What the adapter says its base is: tmd.json's base, then peft's base_model_name_or_path."""
-        return [str(x) for x in (self.tmd.get("base"), self.config.get("base_model_name_or_path")) if x]
+        return [str(x) for x in (self.tmd.base, self.config.get("base_model_name_or_path")) if x]
 
     def fingerprint(self) -> str:
         """Identifies the adapter's content: weights plus config."""
@@ -85,8 +86,8 @@ def load_adapter(path: Path, module: str | None) -> AdapterInfo:
     if not tmd_path.is_file():
         raise TmdError(f"{path}: no tmd.json, so training did not finish{hint}; "
                        "the trainer writes tmd.json last")
-    tmd = _read_json(tmd_path)
-    claimed = tmd.get("module")
+    tmd = AdapterMeta.from_json(_read_json(tmd_path), str(tmd_path))
+    claimed = tmd.module
     if module and claimed and claimed != module:
         raise TmdError(f"{path}: tmd.json says module '{claimed}' but the folder is {module}/")
     module = module or claimed

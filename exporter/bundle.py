@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tmd_local import __version__ as TMD_VERSION
-from tmd_local.bundle import FORMAT, MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest
+from tmd_local.bundle import MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest, parse_role
 from tmd_local.errors import TmdError
-from tmd_local.prompts import ROLES
+from tmd_local.formats import Manifest
+from tmd_local.jsonl import write_json_atomic
+from tmd_local.roles import ROLES
 from tmd_local.registry import file_sha256
 from tmd_local.runner import verify_file
 
-# The default quant an export writes into the manifest: the first of these it produced.
-QUANT_PREFERENCE = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "f16", "bf16", "f32")
 CHECKS = ("none", "size", "sha256")
 
 
@@ -106,26 +106,29 @@ def base_module_entry(files: dict[str, dict] | None = None, **meta: Any) -> dict
 def new_manifest(modules: dict[str, dict], *, base: str, **top: Any) -> dict:
     """A manifest around `modules`; teacher/data/prompt_version are lifted to the top when the
     fine-tuned modules agree ("mixed" when they do not, null when there are none)."""
-    manifest: dict[str, Any] = {"format": FORMAT, "tmd_version": TMD_VERSION,
-                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base": base}
-    for key in ("teacher", "data", "prompt_version"):
-        values = {json.dumps(m.get(key)) for m in modules.values() if m.get("mode") != "base"}
-        manifest[key] = json.loads(values.pop()) if len(values) == 1 else ("mixed" if values else None)
-        if key == "data" and len(values) > 1:  # one teacher run's files: name the run's folder
-            paths = [json.loads(v) for v in values]
-            if all(isinstance(v, str) and "/" in v for v in paths):
-                common = os.path.commonpath(paths)
-                manifest[key] = common or "mixed"
-    manifest.update(top)
-    manifest["modules"] = {role: modules[role] for role in ROLES if role in modules}
-    return manifest
+    shared = {key: _shared_value(modules, key) for key in ("teacher", "data", "prompt_version")}
+    return Manifest(base=base, tmd_version=TMD_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    **shared, extra=top,
+                    modules={role: modules[role] for role in ROLES if role in modules}).to_json()
+
+
+def _shared_value(modules: dict[str, dict], key: str) -> Any:
+    """The fine-tuned modules' common value of `key`; "mixed" when they differ (for data, the
+    common folder of one teacher run's files), None when no module is fine-tuned."""
+    values = {json.dumps(m.get(key)) for m in modules.values() if m.get("mode") != "base"}
+    if len(values) == 1:
+        return json.loads(values.pop())
+    if not values:
+        return None
+    paths = [json.loads(v) for v in values]
+    if key == "data" and all(isinstance(v, str) and "/" in v for v in paths):
+        return os.path.commonpath(paths) or "mixed"
+    return "mixed"
 
 
 def write_manifest(bundle_dir: Path, manifest: dict, check: str = "size") -> Path:
     """Validate as read_manifest does (the app's reader, the base and every listed file present
     with its size) and write manifest.json atomically."""
-    from tmd_local.jsonl import write_json_atomic
-
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST
     check_contents(parse_manifest(manifest, path), check)
@@ -138,12 +141,45 @@ def set_roles(bundle_dir: Path, entries: dict[str, dict]) -> Path:
     """Replace roles in an existing bundle's manifest, e.g. make the Informant zero-shot:
     set_roles(dir, {"informant": base_module_entry()})."""
     bundle = read_manifest(bundle_dir, check="none")
-    modules = dict(bundle.manifest["modules"])
-    modules.update(entries)
-    top = {k: v for k, v in bundle.manifest.items()
-           if k not in ("format", "tmd_version", "created", "base", "teacher", "data",
-                        "prompt_version", "modules")}
-    return write_manifest(bundle_dir, new_manifest(modules, base=bundle.manifest.get("base"), **top))
+    manifest = Manifest.from_json(bundle.manifest, str(bundle.manifest_path))
+    modules = {**manifest.modules, **entries}
+    return write_manifest(bundle_dir, new_manifest(modules, base=manifest.base, **manifest.extra))
+
+
+def take_down_manifest(bundle_dir: Path, work: Path, rewritten: set[str], notes: list[str]) -> dict[str, dict]:
+    """Remove manifest.json before an export changes any file (a copy is kept in `work` until the
+    export finishes) and return the entries of the roles it does not rewrite whose files are all
+    still there with their sha256, to carry over into the new manifest."""
+    current = bundle_dir / MANIFEST
+    kept = work / "previous-manifest.json"
+    if current.is_file():
+        try:
+            data = json.loads(current.read_text())
+        except ValueError:
+            data = None
+        if data is not None:
+            write_json_atomic(kept, data)
+        current.unlink()
+    try:
+        data = json.loads(kept.read_text())
+        modules = data.get("modules", {}) if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+    return {role: entry for role, entry in modules.items()
+            if role not in rewritten and role in ROLES and _still_valid(role, entry, current, notes)}
+
+
+def _still_valid(role: str, entry: Any, manifest_path: Path, notes: list[str]) -> bool:
+    """A previous role entry worth keeping: its files all present with their sha256."""
+    if isinstance(entry, dict) and entry.get("mode") == "base" and not entry.get("files"):
+        return False  # a zero-shot placeholder; written again if still needed
+    try:  # checked as the bundle's own manifest: its files are named relative to its folder
+        spec = parse_role(role, entry, manifest_path)
+        check_files(listed_files([spec]), full=True)
+        return True
+    except TmdError as e:
+        notes.append(f"{role}: dropped from the previous manifest ({e})")
+        return False
 
 
 def import_role(bundle_dir: Path, source_bundle: Path, role: str, as_role: str | None = None) -> dict:

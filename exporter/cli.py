@@ -8,6 +8,9 @@ import click
 
 from tmd_local.cli_options import THREADS, Real
 from tmd_local.console import console, err_console, one_line_errors
+from tmd_local.quants import SUPPORTED
+
+from .plan import Mode
 
 QUANT_DEFAULT = "f16,q8_0,q4_k_m"
 
@@ -22,10 +25,9 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--adapters", type=click.Path(path_type=Path), default=None,
               help="runs/<name>/adapters: one peft adapter folder per module (any subset), or one module's folder.")
 @click.option("--quant", default=QUANT_DEFAULT, show_default=True,
-              help="Comma-separated types: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, q5_1, q4_k_m, "
-                   "q4_k_s, q4_0, q4_1, q3_k_l, q3_k_m, q3_k_s, q2_k.")
+              help=f"Comma-separated types: {', '.join(SUPPORTED)}.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder, e.g. models/sqa50.")
-@click.option("--mode", type=click.Choice(["merged", "adapter", "both"]), default="merged", show_default=True,
+@click.option("--mode", type=click.Choice([mode.value for mode in Mode]), default="merged", show_default=True,
               help="merged: one GGUF per module and quant; adapter: base GGUFs + a LoRA GGUF per module; both.")
 @click.option("--modules", default=None, help="Only these modules, e.g. analyzer,reasoner (default: all found).")
 @click.option("--zero-shot", "zero_shot", default=None,

@@ -8,7 +8,6 @@ converter recognises its vocabulary. Both import torch: only tests and dev scrip
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -23,6 +22,8 @@ def make_random_lora(base_dir: Path, out_dir: Path, module: str, *, base_name: s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tmd_local import __version__
+    from tmd_local.formats import AdapterMeta
+    from tmd_local.jsonl import write_json_atomic
     from tmd_local.prompts import PROMPT_VERSION
 
     from .merge import quiet_transformers
@@ -41,12 +42,12 @@ def make_random_lora(base_dir: Path, out_dir: Path, module: str, *, base_name: s
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir))
     AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(out_dir))
-    meta = {"module": module, "base": base_name or base_dir.name, "base_source": str(base_dir),
-            "teacher": teacher, "data": "none (random LoRA for development)", "data_sha256": None,
-            "hyperparameters": {"r": r, "alpha": alpha, "targets": LORA_TARGETS, "b_std": b_std,
-                                "seed": seed},
-            "tmd_version": __version__, "prompt_version": prompt_version or PROMPT_VERSION}
-    (out_dir / "tmd.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = AdapterMeta(module=module, base=base_name or base_dir.name, base_source=str(base_dir),
+                       teacher=teacher, data="none (random LoRA for development)", data_sha256=None,
+                       hyperparameters={"r": r, "alpha": alpha, "targets": LORA_TARGETS, "b_std": b_std,
+                                        "seed": seed},
+                       tmd_version=__version__, prompt_version=prompt_version or PROMPT_VERSION)
+    write_json_atomic(out_dir / "tmd.json", meta.to_json())
     return out_dir
 
 

@@ -202,7 +202,8 @@ def modelfile_text(gguf: str, adapter: str | None, fmt: ChatFormat, tokens: Chat
 def write_modelfiles(bundle_dir: Path, *, quant: str | None = None, n_ctx: int = 2048,
                      name_prefix: str | None = None) -> list[Path]:
     """<bundle>/ollama/<role>.Modelfile for every role, and <bundle>/ollama/README.md."""
-    from tmd_local.bundle import ROLES, load_bundle
+    from tmd_local.bundle import load_bundle
+    from tmd_local.roles import ROLES
     from tmd_local.runner import GenerationSettings
 
     bundle = load_bundle(bundle_dir)

@@ -12,46 +12,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tmd_local.errors import TmdError
+from tmd_local.quants import BY_NAME, parse_quant_list
 
-# Written by convert_hf_to_gguf.py (--outtype).
-FLOAT_TYPES = ("f32", "f16", "bf16")
-# llama_ftype codes for llama_model_quantize. The i-quants need an importance matrix, and the
-# ternary types a ternary model, so they are not offered.
-QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k_s": 11,
-                "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17,
-                "q6_k": 18}
-SUPPORTED = FLOAT_TYPES + tuple(QUANT_FTYPES)
-# Rough bits per weight, only for the free-space estimate before an export starts.
-NOMINAL_BPW = {"f32": 32, "f16": 16, "bf16": 16, "q8_0": 8.5, "q6_k": 8.5, "q5_0": 6, "q5_1": 6.5,
-               "q5_k_s": 6.5, "q5_k_m": 7, "q4_0": 5, "q4_1": 5.5, "q4_k_s": 6, "q4_k_m": 6.5,
-               "q3_k_s": 5.5, "q3_k_m": 5.5, "q3_k_l": 6, "q2_k": 5}
-
-
-def parse_quants(spec: str | list[str] | tuple[str, ...]) -> list[str]:
-    """'f16,q8_0,Q4_K_M' -> ['f16', 'q8_0', 'q4_k_m']: known names, no repeats, f16 first if given."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [s.strip().lower().replace("-", "_") for s in items if s.strip()]
-    if not names:
-        raise TmdError("--quant: expected at least one type, e.g. --quant f16,q8_0,q4_k_m")
-    unknown = [n for n in names if n not in SUPPORTED]
-    if unknown:
-        raise TmdError(f"--quant {unknown[0]}: unsupported quant type (supported: {', '.join(SUPPORTED)})")
-    ordered = list(dict.fromkeys(names))
-    if "f16" in ordered:
-        ordered.remove("f16")
-        ordered.insert(0, "f16")
-    return ordered
+# The quant table (names, llama_ftype codes, bits per weight) is tmd_local/quants.py; parse_quants
+# keeps its old name here for the exporter's callers.
+parse_quants = parse_quant_list
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int | None = None,
              log_path: Path | None = None) -> float:
     """Quantize the GGUF `src` to `dst` with llama.cpp; its log goes to `log_path`. Returns seconds."""
-    if quant not in QUANT_FTYPES:
-        raise TmdError(f"{quant}: not a llama.cpp quantization type ({', '.join(QUANT_FTYPES)})")
+    if quant not in BY_NAME or BY_NAME[quant].made_by != "quantize":
+        made = ", ".join(q for q, info in BY_NAME.items() if info.made_by == "quantize")
+        raise TmdError(f"{quant}: not a llama.cpp quantization type ({made})")
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_FTYPES[quant]
+    params.ftype = BY_NAME[quant].ftype
     params.nthread = int(threads or 0)  # <= 0: llama.cpp uses every core
     started = time.perf_counter()
     with captured_llama_log() as lines:

@@ -54,6 +54,7 @@ from tmd_local.memory import peak_rss_mb, rss_mb  # noqa: E402
 from tmd_local.pipeline import Events, ModuleSet, run  # noqa: E402
 from tmd_local.registry import ModelRef, resolve_model  # noqa: E402
 from tmd_local.runner import GenerationSettings, LoadedModule, ModulePool, ModuleRef  # noqa: E402
+from tmd_local.roles import ROLES, TMD_ROLES  # noqa: E402
 
 QUESTION_ID = "demo-plants"  # greedy decoding decomposes it, so all three modules run
 EMBEDDED = "smollm2-135m-instruct"
@@ -237,7 +238,7 @@ def part_residency(args) -> dict:
 def residency(args, tmp: Path) -> dict:
     model = resolve_model(EMBEDDED)
     files = []
-    for role in ("analyzer", "informant", "reasoner"):
+    for role in TMD_ROLES:
         shutil.copyfile(model.path, tmp / f"{role}.gguf")
         files.append(str(tmp / f"{role}.gguf"))
     out = {}
@@ -255,7 +256,7 @@ def switch_times(args, tmp: Path) -> dict:
     model = resolve_model(EMBEDDED)
     settings = settings_from(args)
     adapters = [write_lora(model.path, tmp / f"{n}.lora.gguf", scale=0.05, seed=i)
-                for i, n in enumerate(("analyzer", "informant", "reasoner"))]
+                for i, n in enumerate(TMD_ROLES)]
     adapter_refs = [ModuleRef(model.path, a.stem, adapter=a) for a in adapters]
     rounds = args.switch_rounds
 
@@ -572,7 +573,7 @@ def parse_args():
     part.add_argument("--questions", type=int, default=50, help="StrategyQA test questions for part 3")
     part.add_argument("--batch-size", type=int, default=10,
                       help="questions per stage batch in part 3 (0: all in one batch)")
-    part.add_argument("--train-module", default="reasoner", choices=["analyzer", "informant", "reasoner", "drd"],
+    part.add_argument("--train-module", default="reasoner", choices=list(ROLES),
                       help="module trained in part 4")
     part.add_argument("--train-steps", type=int, default=3, help="optimizer steps per training run in part 4")
     part.add_argument("--train-questions", type=int, default=50,

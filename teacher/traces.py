@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from tmd_local.formats import TeacherRecord
 from tmd_local.parsing import parse_answer
 from tmd_local.prompts import PROMPT_VERSION
 from tmd_local.records import Question
+from tmd_local.roles import ROLES
 
-MODULES = ("analyzer", "informant", "reasoner", "drd")
+MODULES = ROLES  # one training set per role
 WRONG, UNPARSEABLE, NO_GOLD = "wrong_answer", "answer_unparseable", "no_gold_answer"
 _FINAL_LINE = re.compile(r"final\s+answer", re.I)
 
@@ -44,9 +46,8 @@ class Outcome:
 
 
 def record(ctx: Context, rid: str, module: str, messages: list[dict], target: str) -> dict:
-    return {"id": rid, "module": module, "messages": messages, "target": target,
-            "teacher": ctx.teacher, "dataset": ctx.dataset, "split": ctx.split,
-            "prompt_version": PROMPT_VERSION}
+    return TeacherRecord(id=rid, module=module, messages=messages, target=target, teacher=ctx.teacher,
+                         dataset=ctx.dataset, split=ctx.split, prompt_version=PROMPT_VERSION).to_json()
 
 
 def informant_id(qid: str, index: int) -> str:

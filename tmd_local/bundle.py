@@ -9,7 +9,7 @@ The app and the CLI read only the manifest. Per role, `mode` says what the files
 A merged role may also list `adapter` with `base_files`: the same module as base + LoRA. With
 `prefer_adapter=True` (quant written `q8_0+lora` in the app and CLI) those roles run in that form,
 so they share one resident base and switch by swapping adapters instead of reloading.
-The default quant is the manifest's `default_quant`, else the first of QUANT_PREFERENCE present.
+The default quant is the manifest's `default_quant`, else the first of quants.PREFERENCE present.
 A model alone is a bundle too (`zero_shot_bundle`): every role is that model, in its own quant.
 """
 
@@ -21,18 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import TmdError
-from .gguf_file import FILE_TYPES, read_gguf_header
+from .formats import BUNDLE_FORMAT, Manifest
+from .gguf_file import read_gguf_header
 from .jsonl import read_json, require_regular_file
 from .pipeline import ModuleSet
+from .quants import FILE_TYPES, PREFERENCE, canonical, precision_rank
 from .registry import ModelRef, resolve_model
+from .roles import ROLES
 from .runner import ModuleRef
 
-FORMAT = "tmd-bundle/1"
+FORMAT = BUNDLE_FORMAT
 MANIFEST = "manifest.json"
-ROLES = ("analyzer", "informant", "reasoner", "drd")
 MODES = ("merged", "adapter", "base")
-# Preferred quant when none is asked for: small enough for laptops, close to f16 in quality.
-QUANT_PREFERENCE = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_1", "q4_0", "f16", "bf16", "f32")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -70,6 +70,13 @@ class Bundle:
     manifest_path: Path | None = None  # None for a zero-shot bundle built from a model
     info: dict = field(default_factory=dict)  # teacher, data, prompt_version, created...
     manifest: dict = field(default_factory=dict)  # the JSON as read, for tools that rewrite it
+    # One line each, for whoever loads the bundle to show (a prompt_version other than this tmd's)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_version(self) -> str | None:
+        """The prompt version its modules were trained with (results are labelled with it)."""
+        return self.info.get("prompt_version") if self.manifest_path is not None else None
 
     @property
     def quants(self) -> list[str]:
@@ -87,7 +94,7 @@ class Bundle:
     @property
     def default_quant(self) -> str:
         quants = self.quants
-        preferred = (self.info.get("default_quant"), *QUANT_PREFERENCE)
+        preferred = (self.info.get("default_quant"), *PREFERENCE)
         return next((q for q in preferred if q in quants), quants[0])
 
     def module_set(self, quant: "str | QuantChoice | None" = None, prefer_adapter: bool = False) -> ModuleSet:
@@ -212,11 +219,11 @@ class QuantChoice:
                 if default or not part:
                     raise TmdError(f"--quant {text!r}: expected one quant and role=quant overrides, "
                                    "e.g. 'f16,reasoner=q4_k_m'")
-                default = part
+                default = canonical(part)
             elif role not in ROLES or not quant:
                 raise TmdError(f"--quant {text!r}: {part!r} should be role=quant with role one of {', '.join(ROLES)}")
             else:
-                per_role[role] = quant
+                per_role[role] = canonical(quant)
         return cls(default, per_role, prefer_adapter)
 
     @classmethod
@@ -224,7 +231,7 @@ class QuantChoice:
         """The choice that runs these roles in these quants, its default being the most common quant
         (on a tie the more precise one, so one quantized module reads 'f16,analyzer=q4_k_m')."""
         counts = Counter(per_role.values())
-        default = max(counts, key=lambda q: (counts[q], -_precision_rank(q)))
+        default = max(counts, key=lambda q: (counts[q], -precision_rank(q)))
         return cls(default, {role: q for role, q in per_role.items() if q != default})
 
     @property
@@ -235,14 +242,6 @@ class QuantChoice:
         """Canonical text, runnable again as --quant: 'f16,reasoner=q4_k_m'."""
         overrides = [f"{role}={q}" for role, q in sorted(self.per_role.items()) if q != default]
         return ",".join([default, *overrides]) + (LORA_SUFFIX if self.prefer_adapter else "")
-
-
-PRECISION_ORDER = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m",
-                   "q4_k_s", "q4_1", "q4_0", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k")
-
-
-def _precision_rank(quant: str) -> int:
-    return PRECISION_ORDER.index(quant) if quant in PRECISION_ORDER else len(PRECISION_ORDER)
 
 
 def check_entry(entry: FileEntry) -> None:
@@ -274,29 +273,22 @@ def load_bundle(path: str | Path) -> Bundle:
 
 def parse_manifest(data, manifest_path: Path) -> Bundle:
     where = str(manifest_path)
-    if not isinstance(data, dict):
-        raise TmdError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise TmdError(f"{where}: field 'format': expected {FORMAT!r}, got {data.get('format')!r}")
-    base = data.get("base")
-    if not isinstance(base, str) or not base.strip():
-        raise TmdError(f"{where}: field 'base': expected a model name or GGUF path, got {base!r}")
+    manifest = Manifest.from_json(data, where)
     from .registry import EMBEDDED
 
-    if base not in EMBEDDED:
-        _check_name(base, f"{where}: field 'base")
-    modules = data.get("modules")
-    if not isinstance(modules, dict):
-        raise TmdError(f"{where}: field 'modules': expected an object with {', '.join(ROLES)}")
+    if manifest.base not in EMBEDDED:
+        _check_name(manifest.base, f"{where}: field 'base")
     roles = {}
     for role in ROLES:
-        if role not in modules:
+        if role not in manifest.modules:
             raise TmdError(f"{where}: field 'modules.{role}': missing (a bundle names all of "
                            f"{', '.join(ROLES)}; use mode 'base' for a zero-shot role)")
-        roles[role] = parse_role(role, modules[role], manifest_path)
+        roles[role] = parse_role(role, manifest.modules[role], manifest_path)
     info = {k: data[k] for k in ("tmd_version", "created", "teacher", "data", "prompt_version",
                                  "default_quant") if k in data}
-    return Bundle(manifest_path.parent.name, roles, base, manifest_path.resolve(), info, data)
+    warning = manifest.prompt_version_warning(where)
+    return Bundle(manifest_path.parent.name, roles, manifest.base, manifest_path.resolve(), info, data,
+                  [warning] if warning else [])
 
 
 def parse_role(role: str, spec, manifest_path: Path) -> Role:

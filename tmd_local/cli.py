@@ -30,19 +30,6 @@ from .serve.cli import serve
 from .tui.cli import app
 
 
-def label_with_bundle(config: dict, source) -> dict:
-    """Name the teacher and each role's mode (fine-tuned or zero-shot) from the bundle's manifest."""
-    if source.manifest_path is not None:  # a zero-shot "bundle" keeps run_config's own label
-        config["teacher"] = source.info.get("teacher") or "unknown (manifest names none)"
-    modules = source.manifest.get("modules", {})
-    for role, model in config["models"].items():
-        model["mode"] = source.roles[role].mode
-        training = modules.get(role, {}).get("training") if model["mode"] != "base" else None
-        if training:  # how many questions and epochs the student saw
-            model["training"] = training
-    return config
-
-
 @click.group()
 @click.version_option(package_name="tmd")
 def cli():
@@ -204,10 +191,10 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
         for (modules, pool, source), system in itertools.product(runtimes, systems or ("tmd",)):
             for seed in range(seeds):
                 settings = build_settings(n_ctx, threads, temperature, seed)
-                config = label_with_bundle(run_config(system, modules, settings, dataset=dataset,
-                                                      split=split), source)
-                config["questions"] = {"source": report.source, "limit": limit, "n": len(questions),
-                                       **({"offset": offset} if offset else {})}
+                asked = {"source": report.source, "limit": limit, "n": len(questions),
+                         **({"offset": offset} if offset else {})}
+                config = run_config(system, modules, settings, dataset=dataset, split=split,
+                                    source=source, questions=asked)
                 with pool:  # closes what --keep-loaded kept once this configuration is done
                     summary = _evaluate_with_progress(questions, system, modules, settings, config, out,
                                                       batch_size, pool)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import TmdError
+from .formats import ResultConfig, ResultRecord
 from .jsonl import append_jsonl
 from .memory import peak_rss_mb
 from .pipeline import Events, ModuleSet, run, system_roles
@@ -33,12 +34,34 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 
 def run_config(system: str, modules: ModuleSet, settings: GenerationSettings, *, dataset: str,
-               split: str, teacher: str = "none (zero-shot base model)") -> dict:
-    """Everything that produced a number, so every reported figure can be labelled with it."""
+               split: str, teacher: str = "none (zero-shot base model)", source=None,
+               questions: dict | None = None) -> dict:
+    """Everything that produced a number, so every reported figure can be labelled with it
+    (docs/FORMATS.md section 6). `source`: the bundle the modules come from, which names the
+    teacher, the prompt version and each role's training; `questions`: which were asked."""
     roles = system_roles(system)
-    return {"system": system, "dataset": dataset, "split": split, "teacher": teacher,
-            "models": {role: model_label(modules.for_stage(role)) for role in roles},
-            "settings": settings.to_dict(), "prompt_version": PROMPT_VERSION, "tmd_version": __version__}
+    config = ResultConfig(system=system, dataset=dataset, split=split, teacher=teacher,
+                          models={role: model_label(modules.for_stage(role)) for role in roles},
+                          settings=settings.to_dict(), prompt_version=PROMPT_VERSION,
+                          tmd_version=__version__, questions=questions)
+    if source is not None:
+        label_with_bundle(config, source)
+    return config.to_json()
+
+
+def label_with_bundle(config: ResultConfig, source) -> None:
+    """Name the teacher, the prompt version and each role's mode (fine-tuned or zero-shot) and
+    training from the bundle's manifest."""
+    if source.manifest_path is not None:  # a zero-shot "bundle" keeps run_config's own label
+        config.teacher = source.info.get("teacher") or "unknown (manifest names none)"
+        if isinstance(source.prompt_version, str):  # the prompts its modules were trained on
+            config.prompt_version = source.prompt_version
+    modules = source.manifest.get("modules", {})
+    for role, model in config.models.items():
+        model["mode"] = source.roles[role].mode
+        training = modules.get(role, {}).get("training") if model["mode"] != "base" else None
+        if training:  # how many questions and epochs the student saw
+            model["training"] = training
 
 
 def model_label(model) -> dict:
@@ -125,8 +148,7 @@ def evaluate(questions: list[Question], system: str, modules: ModuleSet, setting
         traces = run(system, batch, modules, settings, events, pool=pool)
         wall = (time.perf_counter() - started) / len(batch)
         for trace in traces:
-            record = {"config_key": key, "config": config, **trace.to_dict(),
-                      "wall_seconds": round(wall, 3)}
+            record = ResultRecord(config, trace.to_dict(), key, round(wall, 3)).to_json()
             append_jsonl(out, record)
             done[trace.question.id] = record
             if on_question:

@@ -16,17 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import TmdError
+from .quants import FILE_TYPES, file_type_name  # noqa: F401 - general.file_type codes, re-exported
 
-# llama.cpp's file-type codes (general.file_type) for the types reports mention.
-FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1",
-              10: "q2_k", 11: "q3_k_s", 12: "q3_k_m", 13: "q3_k_l", 14: "q4_k_s", 15: "q4_k_m",
-              16: "q5_k_s", 17: "q5_k_m", 18: "q6_k", 32: "bf16"}
 TMD_PREFIX = "tmd."  # tmd's own metadata keys, added by the exporter
 DEFAULT_ALIGNMENT = 32  # where tensor data starts, unless general.alignment says otherwise
-
-
-def file_type_name(code: int) -> str:
-    return FILE_TYPES.get(code, f"type-{code}")
 
 
 # --- header ----------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ from .errors import TmdError
 from .gold import gold_knowledge
 from .records import Question
 from .registry import ModelRef
+from .roles import TMD_ROLES
 from .runner import (Cancelled, Generation, GenerationSettings, LoadedModule, ModulePool, Residency,
                      StopCheck, softmax_over)
 
-TMD_STAGES = ("analyzer", "informant", "reasoner")
+TMD_STAGES = TMD_ROLES
 # tmd-gold-subq and tmd-gold-facts are diagnostic: the dataset's gold subquestions replace the
 # Analyzer (and its gold facts the Informant), which shows how much of TMD's error each module causes.
 SYSTEM_STAGES = {"tmd": TMD_STAGES, "drd": ("drd",), "mc": ("mc",),

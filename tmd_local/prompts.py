@@ -15,9 +15,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .records import Question
+from .roles import ROLES  # noqa: F401 - re-exported for older imports
 
 PROMPT_VERSION = "paper-appendix-a/letters-v1"
-ROLES = ("analyzer", "informant", "reasoner", "drd")
 NO_DECOMPOSITION = "No decomposition"
 
 ANALYZER = (

@@ -14,11 +14,12 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .bundle import ROLES, Bundle, QuantChoice
+from .bundle import Bundle, QuantChoice
 from .errors import TmdError
 from .memory import MIB, parse_size
 from .paths import results_dir
 from .report import ConfigResult, load_results
+from .roles import ROLES
 
 
 @dataclass(frozen=True)

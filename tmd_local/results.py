@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TmdError
+from .formats import ResultRecord
 from .jsonl import read_jsonl_numbered
 
 CONFIG_TEXT_FIELDS = ("system", "dataset", "split", "teacher")
@@ -31,7 +32,7 @@ def read_results(path: Path, repair: bool = False) -> list[tuple[str, dict]]:
     out = []
     for lineno, record in read_jsonl_numbered(Path(path), repair=repair):
         where = f"{path}:{lineno}"
-        check_result(record, where)
+        ResultRecord.from_json(record, where)  # the record's type; raises naming file:line and field
         out.append((where, record))
     return out
 

@@ -109,8 +109,12 @@ def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, *, sy
     from .memory import MemoryBudget
     from .runner import ModulePool
 
+    from .console import warn_plain
+
     source, quant, max_memory = open_runtime_source(model, bundle, quant, max_memory, systems=systems,
                                                     memory_budget=memory_budget, results_paths=results_paths)
+    for line in source.warnings:  # e.g. a bundle trained on other prompts than this tmd's
+        warn_plain(line)
     modules = source.module_set(quant)
     pool = ModulePool(settings, budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded)
     return modules, pool, source

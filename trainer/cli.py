@@ -12,8 +12,9 @@ import click
 
 from tmd_local.cli_options import SEED, THREADS, Real, count
 from tmd_local.console import console, err_console, one_line_errors
+from tmd_local.roles import ROLES
 
-MODULE_CHOICES = ("analyzer", "informant", "reasoner", "drd")
+MODULE_CHOICES = ROLES
 
 
 def _csv(ctx, param, value):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmd_local.errors import TmdError
-from tmd_local.prompts import ROLES
+from tmd_local.roles import ROLES
 
-MODULES = ROLES  # analyzer, informant, reasoner, drd
+MODULES = ROLES
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 TRUNCATIONS = ("middle", "left")

@@ -28,22 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tmd_local.errors import TmdError
+from tmd_local.formats import TeacherRecord
 from tmd_local.prompts import render_messages
 
 IGNORE_INDEX = -100
 MIN_PROMPT_TOKENS = 8
 MEGABATCH = 16  # batches per length-sorting group: larger = less padding, less randomness
-
-
-@dataclass
-class TeacherRecord:
-    id: str
-    group: str                # the question id: an Informant's "<qid>#<i>" records share one
-    messages: list[dict]
-    target: str
-    teacher: str
-    prompt_version: str
-    line: int
 
 
 @dataclass
@@ -89,35 +79,10 @@ def load_records(path: Path, module: str) -> list[TeacherRecord]:
     require_regular_file(path, "training set")
     records: list[TeacherRecord] = []
     for lineno, obj in read_jsonl_numbered(path, repair=False):  # one reader: UTF-8, depth, NaN...
-        records.append(_check_record(obj, f"{path}:{lineno}", lineno, module))
+        records.append(TeacherRecord.from_json(obj, f"{path}:{lineno}", module))
     if not records:
         raise TmdError(f"{path}: no training examples (the file is empty)")
     return records
-
-
-def _check_record(obj, where: str, lineno: int, module: str) -> TeacherRecord:
-    if not isinstance(obj, dict):
-        raise TmdError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    if obj.get("module", module) != module:
-        raise TmdError(f"{where}: field 'module' is {obj.get('module')!r}, expected {module!r} "
-                       "(is this the right file?)")
-    messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise TmdError(f"{where}: field 'messages': expected a non-empty list of {{role, content}}")
-    for i, m in enumerate(messages):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise TmdError(f"{where}: field 'messages[{i}]': expected {{\"role\": str, \"content\": str}}")
-    target = obj.get("target")
-    if not isinstance(target, str) or not target.strip():
-        raise TmdError(f"{where}: field 'target': expected a non-empty string")
-    rid = obj.get("id")
-    if not isinstance(rid, str) or not rid:
-        raise TmdError(f"{where}: field 'id': expected a non-empty string")
-    teacher = obj.get("teacher")
-    if not isinstance(teacher, str) or not teacher:
-        raise TmdError(f"{where}: field 'teacher': expected a string such as 'gold' or 'openai:<model>'")
-    return TeacherRecord(id=rid, group=rid.split("#", 1)[0], messages=messages, target=target,
-                         teacher=teacher, prompt_version=str(obj.get("prompt_version", "")), line=lineno)
 
 
 # --- tokenizing -----------------------------------------------------------------------------

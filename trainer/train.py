@@ -38,6 +38,7 @@ import torch.nn.functional as F  # noqa: E402
 from tmd_local import __version__ as TMD_VERSION
 from tmd_local.errors import TmdError
 from tmd_local.hf_base import ensure_hf_base
+from tmd_local.formats import AdapterMeta
 from tmd_local.jsonl import write_json_atomic
 from tmd_local.memory import peak_rss_mb
 from tmd_local.prompts import PROMPT_VERSION
@@ -332,13 +333,14 @@ def plot_losses(log: list[dict], evals: list[dict], path: Path, title: str) -> N
     os.replace(tmp, path)
 
 
-def finished_record(out: Path) -> dict | None:
+def finished_record(out: Path) -> AdapterMeta | None:
+    """The tmd.json of a finished run in `out`; None when there is none or it cannot be read."""
     path = out / DONE_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return AdapterMeta.from_json(json.loads(path.read_text()), str(path))
+    except (OSError, json.JSONDecodeError, TmdError):
         return None
 
 
@@ -587,28 +589,22 @@ def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, finger
                 f"{cfg.module} LoRA on {cfg.base} ({data.teacher} teacher)")
     hyper = {**cfg.hyperparameters(), "target_modules": targets, "precision": precision,
              "device": device.type}
-    write_json_atomic(out / DONE_FILE, {
-        "module": cfg.module,
-        "base": cfg.base,
-        "base_source": str(data.base_dir.resolve()),
-        "teacher": data.teacher,
-        "data": str(data.data_file),
-        "data_sha256": data.data_sha256,
-        "hyperparameters": hyper,
-        # what was really trained, so every result of this student can say it (epochs honestly)
-        "training": {"questions": len({e.group for e in data.train}), "examples": len(data.train),
-                     "steps": state.step, "epochs": round(metrics["steps"] / max(1, metrics["steps_per_epoch"]), 3),
-                     "lr": cfg.lr},
-        "tmd_version": TMD_VERSION,
-        "prompt_version": data.prompt_version,
-    })
+    # what was really trained, so every result of this student can say it (epochs honestly)
+    training = {"questions": len({e.group for e in data.train}), "examples": len(data.train),
+                "steps": state.step, "epochs": round(metrics["steps"] / max(1, metrics["steps_per_epoch"]), 3),
+                "lr": cfg.lr}
+    meta = AdapterMeta(module=cfg.module, base=cfg.base, base_source=str(data.base_dir.resolve()),
+                       teacher=data.teacher, data=str(data.data_file), data_sha256=data.data_sha256,
+                       hyperparameters=hyper, training=training, tmd_version=TMD_VERSION,
+                       prompt_version=data.prompt_version)
+    write_json_atomic(out / DONE_FILE, meta.to_json())
 
 
-def _differs_from_finished(done: dict, cfg: TrainConfig, fingerprint: dict, data_file: Path) -> str:
+def _differs_from_finished(done: AdapterMeta, cfg: TrainConfig, fingerprint: dict, data_file: Path) -> str:
     """'' when tmd.json records this very run (same data and training settings), else what differs."""
-    if not data_file.is_file() or done.get("data_sha256") != file_sha256(data_file):
+    if not data_file.is_file() or done.data_sha256 != file_sha256(data_file):
         return "data (sha256 differs)"
-    recorded = {**done.get("hyperparameters", {}), "module": done.get("module"), "base": done.get("base")}
+    recorded = {**done.hyperparameters, "module": done.module, "base": done.base}
     for key, value in fingerprint.items():
         if key == "target_modules" and value is None:
             continue  # the architecture's default: the same base gives the same list

@@ -6,6 +6,8 @@ import json
 import struct
 from pathlib import Path
 
+from tmd_local.formats import AdapterMeta
+
 # --- adapter folders without torch (for the input checks) -------------------------------------
 
 TINY_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
@@ -39,6 +41,6 @@ def write_fake_adapter(folder: Path, module: str = "analyzer", *, base: str = "t
     blob += b" " * (-len(blob) % 8)
     (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(offset))
     if tmd:
-        (folder / "tmd.json").write_text(json.dumps({"module": module, "base": base, "teacher": "gold",
-                                                     "data": "x", "prompt_version": "v"}))
+        meta = AdapterMeta(module=module, base=base, teacher="gold", data="x", prompt_version="v")
+        (folder / "tmd.json").write_text(json.dumps(meta.to_json()))
     return folder

@@ -14,6 +14,7 @@ from exporter import bundle as B
 from exporter.adapters import check_adapter_mode, check_against_base, discover
 from exporter.quant import parse_quants
 from tmd_local.errors import TmdError
+from tmd_local.formats import BUNDLE_FORMAT
 
 from exporter_helpers import write_fake_adapter, write_fake_base
 
@@ -42,7 +43,7 @@ def make_bundle(folder: Path) -> dict:
 
 def test_manifest_round_trip_through_the_apps_reader(tmp_path, embedded_model):
     manifest = make_bundle(tmp_path / "b")
-    assert manifest["format"] == B.FORMAT and manifest["teacher"] == "gold"
+    assert manifest["format"] == BUNDLE_FORMAT and manifest["teacher"] == "gold"
     assert list(manifest["modules"]) == ["analyzer", "informant", "reasoner", "drd"]
     bundle = B.read_manifest(tmp_path / "b", check="sha256")
     assert bundle.manifest == manifest

@@ -20,6 +20,10 @@ QUANTS = ["f16", "q8_0", "q4_k_m"]
 class Recorder(Reporter):
     def __init__(self):
         self.finished = []
+        self.total = None
+
+    def begin(self, total):
+        self.total = total
 
     def step_finished(self, label, seconds, cached):
         self.finished.append((label, cached))
@@ -61,6 +65,13 @@ def test_bundle_contents_and_manifest(tiny_bundle, tiny_base):
     assert (out / "merged" / "analyzer" / "tokenizer.json").is_file()
     assert not list(out.glob("*.partial")) and not list(out.glob(".*.partial"))
     assert not (out / ".tmd-export" / "work").exists()
+
+
+def test_the_progress_total_is_the_plans_step_count(tiny_bundle):
+    """A first export runs every planned step once (merges included), so the bar ends full."""
+    _, result, rec = tiny_bundle
+    assert rec.total == len(rec.finished) == len(result.steps) == 18
+    assert [label for label, _ in rec.finished].count("analyzer: merge LoRA -> HF") == 1
 
 
 def test_gguf_metadata_and_real_bits_per_weight(tiny_bundle, tiny_base):

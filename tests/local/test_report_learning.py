@@ -73,7 +73,10 @@ def test_training_label_names_the_learning_rate_when_the_results_record_it():
 
 
 def test_the_export_adds_the_learning_rate_of_adapters_trained_before_it_was_recorded():
-    from exporter.export import training_record
+    from tmd_local.formats import AdapterMeta
+
+    def training_record(tmd: dict) -> dict | None:
+        return AdapterMeta.from_json({"module": "drd", **tmd}, "tmd.json").results_training()
 
     old = {"training": {"questions": 379, "epochs": 1.0}, "hyperparameters": {"lr": 1e-4}}
     assert training_record(old) == {"questions": 379, "epochs": 1.0, "lr": 1e-4}

@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 from tmd_local.registry import file_sha256
+from tmd_local.roles import ROLES  # noqa: F401 - the runtime tests import it from here
 from tmd_local.runner import GenerationSettings
-
-ROLES = ("analyzer", "informant", "reasoner", "drd")
 
 
 def llama_threads() -> int:

@@ -210,3 +210,29 @@ def test_reads_what_the_exporter_writes(tmp_path, embedded_model, loras):
     assert modules_set.analyzer.path == (folder / "analyzer.q4_1.gguf").resolve()
     assert modules_set.reasoner.adapter == (folder / "reasoner.lora.gguf").resolve()
     assert modules_set.informant.path == embedded_model.path
+
+
+def test_a_bundle_trained_on_other_prompts_warns_once_and_labels_its_results(tmp_path, embedded_model):
+    from tmd_local.evaluate import run_config
+    from tmd_local.prompts import PROMPT_VERSION
+    from tmd_local.runner import GenerationSettings
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    link = folder / "m.q4_1.gguf"
+    link.symlink_to(embedded_model.path)
+    training = {"questions": 9, "examples": 9, "steps": 3, "epochs": 1.0, "lr": 1e-4}
+    modules = {role: {"mode": "merged", "files": {"q4_1": file_entry(link)}, "training": training}
+               for role in ROLES}
+    bundle = load_bundle(write_manifest(folder, modules, prompt_version="paper-appendix-a/v0"))
+    assert len(bundle.warnings) == 1 and "'paper-appendix-a/v0' differs from this tmd's" in bundle.warnings[0]
+    config = run_config("drd", bundle.module_set(), GenerationSettings(), dataset="strategyqa", split="test",
+                        source=bundle, questions={"source": "s", "limit": None, "n": 1})
+    assert config["prompt_version"] == "paper-appendix-a/v0" != PROMPT_VERSION  # the bundle's, not the code's
+    assert config["teacher"] == "gold" and config["models"]["drd"]["training"] == training
+    assert list(config)[-1] == "questions"
+    current = load_bundle(write_manifest(tmp_path / "new", {r: {"mode": "base"} for r in ROLES}))
+    assert current.warnings == [] and current.prompt_version == PROMPT_VERSION
+    zero_shot = run_config("drd", zero_shot_bundle(embedded_model).module_set(), GenerationSettings(),
+                           dataset="strategyqa", split="test", source=zero_shot_bundle(embedded_model))
+    assert zero_shot["prompt_version"] == PROMPT_VERSION and "questions" not in zero_shot

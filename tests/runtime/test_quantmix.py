@@ -135,6 +135,16 @@ def test_cli_budget_and_quant_are_exclusive_and_errors_are_one_line(bundle_dir, 
     assert tiny.output.strip().splitlines()[-1].startswith("Error: --memory-budget 10MB: no measured TMD mix")
 
 
+def test_cli_says_in_one_line_that_the_bundle_was_trained_on_other_prompts(bundle_dir, measured):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    (bundle_dir / "manifest.json").write_text(json.dumps({**manifest, "prompt_version": "v"}))
+    ran = CliRunner().invoke(cli, ["ask", "Q?", "--option", "A=x", "--option", "B=y", "--bundle", str(bundle_dir),
+                                   "--memory-budget", "10MB", "--results", str(measured)])
+    lines = ran.output.strip().splitlines()
+    warned = [line for line in lines if "prompt_version 'v' differs from this tmd's" in line]
+    assert len(warned) == 1 and warned[0].startswith(str(bundle_dir)) and lines[-1].startswith("Error:")
+
+
 def test_report_shows_each_mix_and_the_per_module_sensitivity(tmp_path, bundle_dir):
     from tmd_local.report import write_report
 
