@@ -219,7 +219,8 @@ class FakeModule:
             raise ScriptExhausted(f"fake module: scripted option probabilities {scored} are not for "
                                   f"the letters asked, {letters}")
         total = sum(scored.values())
-        result = {letter: scored[letter] / total for letter in letters}
+        # as scripted when they already sum to 1 (dividing would add float noise to exact figures)
+        result = {letter: scored[letter] / (1.0 if abs(total - 1) < 1e-9 else total) for letter in letters}
         self.loader.scorings.append(FakeScoring(self.model.name, "options", reasoning, list(letters), result))
         return result
 
