@@ -26,7 +26,7 @@ from .memory import Footprint
 from .pipeline import ModuleSet
 from .registry import ModelRef
 from .runner import (Cancelled, Generation, GenerationSettings, ModulePool, StopCheck, TokenCallback,
-                     _common_prefix, clamp_to_context)
+                     common_prefix, clamp_to_context)
 
 ROLES = ("analyzer", "informant", "reasoner", "drd")
 _PIECE = re.compile(r"\s*\S+|\s+")  # a word with the whitespace before it: one fake token
@@ -198,7 +198,7 @@ class FakeModule:
             self.reset()
         prompt = FakePrompt(self.model.name, self.adapter.name if self.adapter else None,
                             [dict(m) for m in messages], text, tokens, max_tokens,
-                            _common_prefix(self._cache, tokens))
+                            common_prefix(self._cache, tokens))
         self.loader.prompts.append(prompt)
         reply = pieces(self.loader.replies.next(prompt))
         out, finish = reply[:max_tokens], "length" if len(reply) > max_tokens else "stop"

@@ -5,8 +5,8 @@ batch, and closed before the next loads. A batch of one is the per-question path
 is greedy (and seeded when sampling), both give the same traces. A `ModulePool` passed in decides
 residency (one module at a time, or kept loaded within a memory budget) and can outlive one run;
 `should_stop` is polled between tokens and stages, and raises `Cancelled`; `dropped(index)` lets one
-question of a batch go (its client left) while the others carry on. `Events` is how a UI, `tmd eval`
-or the benchmark watches a run (stages, tokens, every finished generation) without patching it.
+question of a batch go (its client left) while the others carry on. `Events` is how the app, the
+server or the benchmark watches a run (stages, tokens, every finished generation) without patching it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Modules on llama.cpp: load a GGUF (plus an optional LoRA adapter), generate, close, and measure.
 
-`ModulePool` decides what stays in memory; its loader decides what a module is (llama.cpp by
-default; `tmd_local.fake` scripts one for tests). By default exactly one module is resident: each stage
+`ModulePool` decides what stays in memory. By default exactly one module is resident: each stage
 loads its module, runs, closes it and records how much memory came back. With keep_loaded, modules
 stay resident across stages and questions while the memory budget allows; a file used by several
 roles is loaded once, and roles that differ only by a LoRA adapter swap the adapter on the loaded
-base instead of reloading it.
+base instead of reloading it. The pool's loader decides what a module is: llama.cpp (LlamaLoader)
+unless a test hands in `tmd_local.fake.FakeLoader`.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class LoadedModule:
         results = []
         for continuation in continuations:
             whole = self._llm.tokenize((context + continuation).encode("utf-8"), add_bos=True, special=False)
-            common = _common_prefix(context_ids, whole)
+            common = common_prefix(context_ids, whole)
             if common == 0:
                 raise TmdError("multiple choice: the context tokenizes to nothing")
             total, position = 0.0, common
@@ -256,7 +256,7 @@ class LoadedModule:
         import numpy as np
 
         llm = self._llm
-        cached = _common_prefix(list(llm.input_ids[:llm.n_tokens]), tokens)
+        cached = common_prefix(list(llm.input_ids[:llm.n_tokens]), tokens)
         cached = min(cached, len(tokens) - 1)  # the last token is evaluated again: its logits are needed
         llm.n_tokens = cached
         llm.eval(tokens[cached:])  # drops the cache past `cached`, decodes the rest
@@ -298,7 +298,7 @@ def clamp_to_context(max_tokens: int, prompt_tokens: int, n_ctx: int) -> int:
     return min(max_tokens, room)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
         if x != y:

@@ -57,7 +57,8 @@ def test_results_are_written_one_line_per_question_with_the_config(tmp_path):
     records = lines(tmp_path / "r.jsonl")
     assert [r["id"] for r in records] == ["q0", "q1", "q2"] == [t.question.id for t in seen]
     assert {r["config_key"] for r in records} == {config_key(config())}
-    assert [r["answer"] for r in records] == ["A", "B", "A"] and [r["correct"] for r in records] == [True, False, True]
+    assert [r["answer"] for r in records] == ["A", "B", "A"]
+    assert [r["correct"] for r in records] == [True, False, True]
     assert all(r["wall_seconds"] >= 0 and r["stages"]["drd"]["calls"] == 1 for r in records)
     assert (summary.n, summary.correct, summary.unparsed, summary.stated_correct) == (3, 2, 0, 2)
     d = summary.to_dict()

@@ -155,7 +155,8 @@ def test_a_batch_loads_each_module_once_and_matches_question_by_question():
     assert [comparable(t) for t in batched] == [comparable(t) for t in single]
     assert batched_loader.loads == ["analyzer", "informant", "reasoner"]
     assert single_loader.loads == ["analyzer", "informant", "reasoner", "analyzer", "reasoner"]
-    assert [p.model for p in batched_loader.prompts] == ["analyzer", "analyzer", "informant", "reasoner", "reasoner"]
+    assert [p.model for p in batched_loader.prompts] == ["analyzer", "analyzer", "informant",
+                                                         "reasoner", "reasoner"]
 
 
 def test_stage_records_count_calls_tokens_and_fake_seconds():

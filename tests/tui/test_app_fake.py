@@ -63,9 +63,11 @@ async def test_the_typed_question_becomes_the_prompts_and_every_panel_fills(tmp_
         trace = record.traces[record.targets[0]]
         column = screen.query_one("#col-a", TraceColumn)
         assert column.panel("subquestions").body == "1. What do plants turn into food?\n2. What powers that?"
-        assert column.panel("knowledge").body == ("1. What do plants turn into food?\n   Water and carbon dioxide."
-                                                  "\n2. What powers that?\n   Sunlight.")
-        assert column.panel("reasoning").body == trace.reasoning == "1. Photosynthesis runs on sunlight.\nFinal Answer: B"
+        assert column.panel("knowledge").body == ("1. What do plants turn into food?\n"
+                                                  "   Water and carbon dioxide.\n"
+                                                  "2. What powers that?\n   Sunlight.")
+        assert column.panel("reasoning").body == trace.reasoning
+        assert trace.reasoning == "1. Photosynthesis runs on sunlight.\nFinal Answer: B"
         assert column.answer_view.answer == "B" and "▶ B. sunlight" in column.answer_view.render().plain
         assert screen.query_one(StageTable).row_count == 3
         assert screen.query_one("#status", Static).render().plain == "done · A: B. sunlight"
