@@ -4,15 +4,15 @@
 
 1. Generated tokens/s of the TMD pipeline vs raw llama-cpp-python on the same GGUF (the embedded model)
    and the very same prompts: an unmeasured pipeline pass over StrategyQA test questions records every
-   prompt the runner sends (already tokenized, as the runner sends them) and warms the page cache and
-   llama.cpp for both sides; then measured rounds alternate which side goes first. Both sides reset the
+   prompt the runner sends (already tokenized, as the runner sends them; from the pipeline's
+   generation_finished events) and warms the page cache and llama.cpp for both sides; then measured rounds alternate which side goes first. Both sides reset the
    KV cache before each prompt and decode greedily with the same settings, so the generated tokens and
    texts should be identical; the generation time of a call includes its prompt evaluation on both sides.
 2. a) Peak RSS of one TMD question with one module resident at a time vs all three kept loaded
    (three distinct GGUF files: copies of the embedded model, so three modules really take memory).
    b) Module switch time: close + reload (a merged module, and base + LoRA adapter) vs swapping a
    LoRA adapter on the resident base (llama_set_adapters_lora). The adapters are small synthetic
-   LoRAs for the embedded model (tests/runtime/lora_gguf.py) until `tmd export` produces real ones.
+   LoRAs for the embedded model (tmd_local/lora_gguf.py) until `tmd export` produces real ones.
 3. Stage-batched (one load per stage per batch of questions) vs per-question (one load per stage
    per question) over StrategyQA test questions, interleaved batch by batch so that a change in
    the machine's load hits both alike; also checks both give the same outputs.
@@ -42,18 +42,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "runtime"))
 
 from tmd_local.memory import peak_rss_mb, rss_mb  # noqa: E402
 from tmd_local.pipeline import Events, ModuleSet, run  # noqa: E402
 from tmd_local.registry import ModelRef, resolve_model  # noqa: E402
-from tmd_local.runner import GenerationSettings, LoadedModule, ModulePool, ModuleRef  # noqa: E402
+from tmd_local.runner import Generation, GenerationSettings, LoadedModule, ModulePool, ModuleRef  # noqa: E402
 from tmd_local.roles import ROLES, TMD_ROLES  # noqa: E402
 
 QUESTION_ID = "demo-plants"  # greedy decoding decomposes it, so all three modules run
@@ -82,31 +80,16 @@ class Call:
     finish_reason: str
 
 
-class _StageTracker(Events):
-    stage = ""
+class _CallRecorder(Events):
+    """Records each generation the runner made, with the prompt's token ids as it tokenized them
+    (rendered with the GGUF's chat template, no extra BOS), so the raw side gets identical ids."""
 
-    def stage_started(self, stage: str, model: ModelRef) -> None:
-        self.stage = stage
+    def __init__(self):
+        self.calls: list[Call] = []
 
-
-@contextmanager
-def _recording_calls(calls: list[Call], tracker: _StageTracker):
-    """Wrap LoadedModule.generate to record each prompt as the runner tokenizes it (render with the
-    GGUF's chat template, no extra BOS), so the raw side is fed the identical token ids."""
-    original = LoadedModule.generate
-
-    def generate(self, messages, max_tokens, **kwargs):
-        gen = original(self, messages, max_tokens, **kwargs)
-        tokens = self.tokenize(self.render(messages))
-        calls.append(Call(tracker.stage, tokens, min(max_tokens, self.room_for(len(tokens))),
-                          gen.text, gen.completion_tokens, gen.finish_reason))
-        return gen
-
-    LoadedModule.generate = generate
-    try:
-        yield
-    finally:
-        LoadedModule.generate = original
+    def generation_finished(self, stage: str, index: int, call: int, generation: Generation) -> None:
+        self.calls.append(Call(stage, generation.prompt_ids, generation.max_tokens, generation.text,
+                               generation.completion_tokens, generation.finish_reason))
 
 
 def _pipeline_pass(questions, modules: ModuleSet, settings: GenerationSettings) -> dict:
@@ -167,10 +150,9 @@ def generation(args) -> dict:
     model = resolve_model(EMBEDDED)
     modules, settings = ModuleSet.single(model), settings_from(args)
     settings.prefix_cache = False  # the raw side resets before each prompt too (part 5 measures the cache)
-    calls: list[Call] = []
-    tracker = _StageTracker()
-    with _recording_calls(calls, tracker):  # unmeasured: collects the prompts, warms both sides
-        run("tmd", questions, modules, settings, tracker)
+    recorder = _CallRecorder()
+    run("tmd", questions, modules, settings, recorder)  # unmeasured: collects the prompts, warms both sides
+    calls = recorder.calls
     rounds = {"pipeline": [], "raw": []}
     for r in range(args.gen_rounds):
         for side in (("pipeline", "raw") if r % 2 == 0 else ("raw", "pipeline")):
@@ -251,7 +233,7 @@ def residency(args, tmp: Path) -> dict:
 # --- 2b. switch time ---------------------------------------------------------------------------
 
 def switch_times(args, tmp: Path) -> dict:
-    from lora_gguf import write_lora
+    from tmd_local.lora_gguf import write_lora
 
     model = resolve_model(EMBEDDED)
     settings = settings_from(args)
@@ -519,7 +501,7 @@ def _time_quant(path: Path, quant: str, questions, args, total: list) -> None:
     try:
         for q in questions:
             first = []
-            module._llm.reset()
+            module.reset()
             started = time.perf_counter()
             gen = module.generate(prompts.drd_messages(q), args.quant_tokens,
                                   on_text=lambda _: first or first.append(time.perf_counter()))

@@ -5,7 +5,8 @@ batch, and closed before the next loads. A batch of one is the per-question path
 is greedy (and seeded when sampling), both give the same traces. A `ModulePool` passed in decides
 residency (one module at a time, or kept loaded within a memory budget) and can outlive one run;
 `should_stop` is polled between tokens and stages, and raises `Cancelled`; `dropped(index)` lets one
-question of a batch go (its client left) while the others carry on.
+question of a batch go (its client left) while the others carry on. `Events` is how the app, the
+server or the benchmark watches a run (stages, tokens, every finished generation) without patching it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from .gold import gold_knowledge
 from .records import Question
 from .registry import ModelRef
 from .roles import TMD_ROLES
-from .runner import (Cancelled, Generation, GenerationSettings, LoadedModule, ModulePool, Residency,
-                     StopCheck, softmax_over)
+from .runner import (Cancelled, Generation, GenerationSettings, Module, ModulePool, Residency, StopCheck,
+                     softmax_over)
 
 TMD_STAGES = TMD_ROLES
 # tmd-gold-subq and tmd-gold-facts are diagnostic: the dataset's gold subquestions replace the
@@ -116,13 +117,19 @@ class Trace:
 
 
 class Events:
-    """Progress hooks for UIs; every method is optional to override."""
+    """What a run reports, in this order per stage: stage_started, module_ready, then per question
+    (index into the batch) generation_started / text... / generation_finished for each call (the
+    informant makes one per subquestion; mc generates nothing) and step_done; last stage_finished.
+    Every method is optional to override; they run on the pipeline's thread."""
 
     def stage_started(self, stage: str, model: ModelRef) -> None: ...
     def module_ready(self, stage: str, residency: Residency) -> None: ...
     def stage_finished(self, stage: str, residency: Residency) -> None: ...
     def generation_started(self, stage: str, index: int, call: int) -> None: ...
     def text(self, stage: str, index: int, piece: str) -> None: ...
+    def generation_finished(self, stage: str, index: int, call: int, generation: Generation) -> None:
+        """`generation` holds the prompt's token ids as the module saw them, the max_tokens it ran
+        under, the text, token counts, seconds and finish reason."""
     def step_done(self, stage: str, index: int, trace: Trace) -> None: ...
 
 
@@ -209,8 +216,8 @@ def _question_stop(should_stop: StopCheck | None, dropped: Dropped, index: int) 
 
 
 class _Emitter:
-    """The token callback handed to a stage's work: forwards text to Events, announces each
-    generation (the informant makes one per subquestion), and carries the stop check."""
+    """The token callback handed to a stage's work: forwards text to Events, announces the start
+    and end of each generation (the informant makes one per subquestion), carries the stop check."""
 
     def __init__(self, events: Events, stage: str, index: int, should_stop: StopCheck | None,
                  settings: GenerationSettings):
@@ -220,23 +227,25 @@ class _Emitter:
     def start(self, call: int) -> None:
         self.events.generation_started(self.stage, self.index, call)
 
+    def finish(self, call: int, generation: Generation) -> None:
+        self.events.generation_finished(self.stage, self.index, call, generation)
+
     def __call__(self, piece: str) -> None:
         self.events.text(self.stage, self.index, piece)
 
 
-def _generate(module: LoadedModule, record: StageRecord, messages: list[dict], max_tokens: int,
-              emit) -> Generation:
-    sampling = None
-    if isinstance(emit, _Emitter):
-        emit.start(record.calls)
-        sampling = emit.settings
-    gen = module.generate(messages, max_tokens, on_text=emit, sampling=sampling,
-                          should_stop=getattr(emit, "should_stop", None))
+def _generate(module: Module, record: StageRecord, messages: list[dict], max_tokens: int,
+              emit: _Emitter) -> Generation:
+    call = record.calls
+    emit.start(call)
+    gen = module.generate(messages, max_tokens, on_text=emit, sampling=emit.settings,
+                          should_stop=emit.should_stop)
     record.calls += 1
     record.prompt_tokens += gen.prompt_tokens
     record.completion_tokens += gen.completion_tokens
     record.seconds += gen.seconds
     record.finish_reasons.append(gen.finish_reason)
+    emit.finish(call, gen)
     return gen
 
 
@@ -271,7 +280,7 @@ def _direct(module, trace, record, settings, emit) -> None:
     _answer(module, trace, record, gen)
 
 
-def _answer(module: LoadedModule, trace: Trace, record: StageRecord, gen) -> None:
+def _answer(module: Module, trace: Trace, record: StageRecord, gen) -> None:
     """The stated letter (parsed), and the scored one: the option the module itself finds most
     probable after "Final Answer:" appended to its reasoning, cut at its own first final answer line.
     The scored letter is the answer, so every question lands on an option."""
@@ -310,7 +319,7 @@ def reasoning_before_answer(text: str) -> str:
     return (text[:match.start()] if match else text).rstrip()
 
 
-def _fit_knowledge(module: LoadedModule, trace: Trace, max_tokens: int) -> list[str]:
+def _fit_knowledge(module: Module, trace: Trace, max_tokens: int) -> list[str]:
     """Shorten the longest knowledge snippet until the Reasoner prompt leaves room to answer."""
     knowledge = list(trace.knowledge)
     while True:

@@ -4,7 +4,8 @@
 loads its module, runs, closes it and records how much memory came back. With keep_loaded, modules
 stay resident across stages and questions while the memory budget allows; a file used by several
 roles is loaded once, and roles that differ only by a LoRA adapter swap the adapter on the loaded
-base instead of reloading it.
+base instead of reloading it. The pool's loader decides what a module is: llama.cpp (LlamaLoader)
+unless a test hands in `tmd_local.fake.FakeLoader`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from .errors import TmdError
 from .gguf_file import FILE_TYPES, read_gguf_header
@@ -83,6 +84,7 @@ class Generation:
     seconds: float
     finish_reason: str
     prompt_ids: list[int] = field(default_factory=list, repr=False)
+    max_tokens: int = 0  # the limit it ran under, after the clamp to the room left in the context
 
     @property
     def tokens_per_second(self) -> float:
@@ -146,7 +148,7 @@ class LoadedModule:
             rc = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         if rc != 0:
             raise TmdError(f"{path or self.model.path}: llama.cpp refused to set the adapter (code {rc})")
-        self._llm.reset()  # the KV cache was computed with the previous adapter
+        self.reset()  # the KV cache was computed with the previous adapter
         self.adapter = path
         return time.perf_counter() - started
 
@@ -168,13 +170,9 @@ class LoadedModule:
         `sampling` (default: the settings the module was loaded with) gives temperature, penalty, seed."""
         sampling = sampling or self.settings
         tokens = self.tokenize(self.render(messages))
-        room = self.room_for(len(tokens))
-        if room < MIN_NEW_TOKENS:
-            raise TmdError(f"prompt of {len(tokens)} tokens does not fit the context of "
-                           f"{self.settings.n_ctx} tokens (raise --n-ctx)")
-        max_tokens = min(max_tokens, room)
+        max_tokens = clamp_to_context(max_tokens, len(tokens), self.settings.n_ctx)
         if not sampling.prefix_cache:
-            self._llm.reset()  # evaluate the whole prompt again
+            self.reset()  # evaluate the whole prompt again
         # Otherwise llama-cpp-python keeps the longest common prefix of the cached tokens and this
         # prompt, and evaluates only what follows it.
         started = time.perf_counter()
@@ -200,7 +198,16 @@ class LoadedModule:
         # on EOS leaves out the EOS, which is no output; a stop at max_tokens leaves out a real token.
         evaluated = max(0, self._llm.n_tokens - len(tokens))
         completion_tokens = evaluated + (finish == "length") if evaluated else count
-        return Generation("".join(pieces).strip(), len(tokens), completion_tokens, seconds, finish, tokens)
+        return Generation("".join(pieces).strip(), len(tokens), completion_tokens, seconds, finish, tokens,
+                          max_tokens)
+
+    def reset(self) -> None:
+        """Forget the KV cache: the next prompt is evaluated from its first token."""
+        self._llm.reset()
+
+    def has_adapter(self, path: Path) -> bool:
+        """Whether the adapter at `path` is already initialized (a swap to it reads no file)."""
+        return path in self._adapters
 
     # --- scoring: probabilities read from the model instead of parsed from its text -------------
     def option_probabilities(self, prompt_ids: list[int], reasoning: str, letters: list[str]) -> dict[str, float]:
@@ -225,7 +232,7 @@ class LoadedModule:
         results = []
         for continuation in continuations:
             whole = self._llm.tokenize((context + continuation).encode("utf-8"), add_bos=True, special=False)
-            common = _common_prefix(context_ids, whole)
+            common = common_prefix(context_ids, whole)
             if common == 0:
                 raise TmdError("multiple choice: the context tokenizes to nothing")
             total, position = 0.0, common
@@ -249,7 +256,7 @@ class LoadedModule:
         import numpy as np
 
         llm = self._llm
-        cached = _common_prefix(list(llm.input_ids[:llm.n_tokens]), tokens)
+        cached = common_prefix(list(llm.input_ids[:llm.n_tokens]), tokens)
         cached = min(cached, len(tokens) - 1)  # the last token is evaluated again: its logits are needed
         llm.n_tokens = cached
         llm.eval(tokens[cached:])  # drops the cache past `cached`, decodes the rest
@@ -282,7 +289,16 @@ class LoadedModule:
 ANSWER_CUE = "\nFinal Answer:"  # the prompts' answer line; the letter follows as " B"
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def clamp_to_context(max_tokens: int, prompt_tokens: int, n_ctx: int) -> int:
+    """max_tokens cut to the room the prompt leaves; too little room is an error, not a stub answer."""
+    room = n_ctx - prompt_tokens
+    if room < MIN_NEW_TOKENS:
+        raise TmdError(f"prompt of {prompt_tokens} tokens does not fit the context of "
+                       f"{n_ctx} tokens (raise --n-ctx)")
+    return min(max_tokens, room)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -389,6 +405,52 @@ def verify_file(path: Path, size: int | None, sha256: str | None, where: str) ->
                        f"says {sha256[:12]}... ({where}); re-export or re-copy the bundle")
 
 
+# --- loaders: what a pool turns a ModelRef into ---------------------------------------------------
+
+class Module(Protocol):
+    """What the pipeline and the pool use of a loaded module (LoadedModule, or a fake in tests)."""
+    model: ModelRef
+    settings: GenerationSettings
+    adapter: Path | None
+    file_type: str
+    load_seconds: float
+
+    def generate(self, messages: list[dict], max_tokens: int, on_text: TokenCallback | None = None,
+                 should_stop: StopCheck | None = None, sampling: GenerationSettings | None = None
+                 ) -> Generation: ...
+    def option_probabilities(self, prompt_ids: list[int], reasoning: str, letters: list[str]
+                             ) -> dict[str, float]: ...
+    def continuation_logprobs(self, context: str, continuations: list[str]) -> list[tuple[float, int]]: ...
+    def render(self, messages: list[dict]) -> str: ...
+    def tokenize(self, text: str) -> list[int]: ...
+    def room_for(self, prompt_tokens: int) -> int: ...
+    def reset(self) -> None: ...
+    def set_adapter(self, path: Path | None) -> float: ...
+    def has_adapter(self, path: Path) -> bool: ...
+    def close(self) -> None: ...
+
+
+class Loader(Protocol):
+    """Turns a role's ModelRef into a Module, and says what loading it would cost in memory."""
+
+    def footprint(self, ref: ModelRef, settings: GenerationSettings) -> Footprint: ...
+    def adapter_footprint(self, adapter: Path) -> Footprint: ...
+    def load(self, ref: ModelRef, settings: GenerationSettings) -> Module: ...
+
+
+class LlamaLoader:
+    """GGUF files through llama.cpp: the loader every pool uses unless told otherwise."""
+
+    def footprint(self, ref: ModelRef, settings: GenerationSettings) -> Footprint:
+        return estimate_footprint(ref.path, settings.n_ctx, settings.n_batch, getattr(ref, "adapter", None))
+
+    def adapter_footprint(self, adapter: Path) -> Footprint:
+        return Footprint(0, 0, 0, 0, adapter_bytes=adapter.stat().st_size)
+
+    def load(self, ref: ModelRef, settings: GenerationSettings) -> LoadedModule:
+        return LoadedModule(ref, settings)
+
+
 # --- residency -------------------------------------------------------------------------------
 
 class ModulePool:
@@ -397,15 +459,17 @@ class ModulePool:
     keep_loaded=False: one module at a time; every use loads, runs and closes (RSS measured after).
     keep_loaded=True: modules stay until close_all(); the least recently used are closed first
     when the budget would be exceeded; same file = one load; adapters are swapped on a loaded base.
+    `loader` makes the modules (default: llama.cpp); tests hand in `tmd_local.fake.FakeLoader`.
     """
 
     def __init__(self, settings: GenerationSettings, *, budget: MemoryBudget | None = None,
-                 keep_loaded: bool = False, verify: bool = True):
+                 keep_loaded: bool = False, verify: bool = True, loader: Loader | None = None):
         self.settings = settings
         self.budget = budget or MemoryBudget()
         self.keep_loaded = keep_loaded
         self.verify = verify
-        self._loaded: dict[Path, LoadedModule] = {}  # base file -> module, least recently used first
+        self.loader = loader or LlamaLoader()
+        self._loaded: dict[Path, Module] = {}  # base file -> module, least recently used first
         self._uses: dict[Path, list[Residency]] = {}  # base file -> its uses since it was loaded
         self.history: list[Residency] = []
 
@@ -415,7 +479,7 @@ class ModulePool:
         return [module.model.name for module in self._loaded.values()]
 
     @contextmanager
-    def use(self, stage: str, ref: ModelRef) -> Iterator[tuple[LoadedModule, Residency]]:
+    def use(self, stage: str, ref: ModelRef) -> Iterator[tuple[Module, Residency]]:
         module, residency = self._acquire(stage, ref)
         try:
             yield module, residency
@@ -424,16 +488,16 @@ class ModulePool:
             if not self.keep_loaded:
                 self._close(ref.path)
 
-    def _acquire(self, stage: str, ref: ModelRef) -> tuple[LoadedModule, Residency]:
+    def _acquire(self, stage: str, ref: ModelRef) -> tuple[Module, Residency]:
         if self.verify:
             verify_files(ref)
         adapter = getattr(ref, "adapter", None)
         module = self._loaded.pop(ref.path, None)
         if module is not None:  # already resident: reuse it, swapping the adapter if needed
             self._loaded[ref.path] = module  # now the most recently used
-            if adapter is not None and adapter not in module._adapters:
-                self.budget.check(f"{stage} (adapter {adapter.name})",
-                                  Footprint(0, 0, 0, 0, adapter_bytes=adapter.stat().st_size), rss_mb())
+            if adapter is not None and not module.has_adapter(adapter):
+                self.budget.check(f"{stage} (adapter {adapter.name})", self.loader.adapter_footprint(adapter),
+                                  rss_mb())
             before = rss_mb()
             reset_peak_rss()
             swap = adapter != module.adapter
@@ -442,13 +506,13 @@ class ModulePool:
                                   how="swap" if swap else "reuse", kept_loaded=True,
                                   adapter=adapter.name if adapter else None)
         else:
-            footprint = estimate_footprint(ref.path, self.settings.n_ctx, self.settings.n_batch, adapter)
+            footprint = self.loader.footprint(ref, self.settings)
             self._make_room(footprint)
             what = f"{stage} ({ref.path.name}{' + ' + adapter.name if adapter else ''})"
             self.budget.check(what, footprint, rss_mb())
             before = rss_mb()
             reset_peak_rss()
-            module = LoadedModule(ref, self.settings)
+            module = self.loader.load(ref, self.settings)
             self._loaded[ref.path] = module
             self._uses[ref.path] = []
             residency = Residency(stage, ref.name, module.file_type, module.load_seconds,

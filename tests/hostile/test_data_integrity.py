@@ -12,7 +12,6 @@ from hostile_helpers import QUESTION, invoke, one_line_error, write_jsonl
 from tmd_local import evaluate as evaluate_mod
 from tmd_local.datasets import load_questions
 from tmd_local.errors import TmdError
-from tmd_local.pipeline import StageRecord, Trace
 
 SQA = {"qid": "s0", "question": "Is the sun a star?", "answer": True, "decomposition": ["What is the sun?"],
        "facts": ["The sun is a star."]}
@@ -71,55 +70,48 @@ def test_teach_writes_a_repeated_question_once(tmp_path):
     assert sorted(ids) == ["s0", "s1"]
 
 
-def _fake_run(answer="A"):
-    def run(system, questions, modules, settings, events=None, pool=None):
-        traces = []
-        for q in questions:
-            trace = Trace(q, system, reasoning="r", answer=answer, stated_answer=answer, answer_source="stated")
-            trace.stages["drd"] = StageRecord("drd", "m", "q8_0", peak_rss_mb=1.0)
-            traces.append(trace)
-        return traces
-    return run
-
-
-def _evaluate(tmp_path, monkeypatch, questions):
+def _evaluate(tmp_path, questions):
+    """DRD through evaluate() on the fake module, every reasoning answering A."""
+    from tmd_local.fake import FakeLoader
     from tmd_local.runner import GenerationSettings
 
-    monkeypatch.setattr(evaluate_mod, "run", _fake_run())
+    loader = FakeLoader(lambda prompt: "r\nFinal Answer: A",
+                        option_probs=lambda reasoning, letters: {x: 0.9 if x == "A" else 0.1 for x in letters})
     config = {"system": "drd", "dataset": "obqa", "split": "test", "teacher": "none",
               "models": {"drd": {"name": "m", "sha256": "s"}}, "settings": GenerationSettings().to_dict()}
-    return evaluate_mod.evaluate(questions, "drd", None, GenerationSettings(), config, tmp_path / "r.jsonl")
+    return evaluate_mod.evaluate(questions, "drd", loader.module_set(), GenerationSettings(), config,
+                                 tmp_path / "r.jsonl", pool=loader.pool())
 
 
-def test_identical_repeats_are_counted_once(tmp_path, monkeypatch):
+def test_identical_repeats_are_counted_once(tmp_path):
     path = write_jsonl(tmp_path / "q.jsonl", [QUESTION, QUESTION, {**QUESTION, "id": "q1", "answer": "B"}])
     questions, report = load_questions("obqa", "test", path=path, hub=False)
-    summary = _evaluate(tmp_path, monkeypatch, questions)
+    summary = _evaluate(tmp_path, questions)
     assert (summary.n, summary.correct) == (2, 1) and len(report.duplicates) == 1
 
 
-def test_duplicate_ids_never_reach_the_summary(tmp_path, monkeypatch):
+def test_duplicate_ids_never_reach_the_summary(tmp_path):
     from tmd_local.records import Question
 
     q = Question("same", "Q?", {"A": "y", "B": "n"}, "A")
     with pytest.raises(TmdError, match="more than once"):
-        _evaluate(tmp_path, monkeypatch, [q, Question("same", "Other?", {"A": "y", "B": "n"}, "B")])
+        _evaluate(tmp_path, [q, Question("same", "Other?", {"A": "y", "B": "n"}, "B")])
 
 
 @given(st.lists(st.sampled_from(["A", "B", None]), min_size=1, max_size=8))
-def test_questions_without_gold_are_unscored_not_wrong(tmp_path_factory, monkeypatch, golds):
+def test_questions_without_gold_are_unscored_not_wrong(tmp_path_factory, golds):
     from tmd_local.records import Question
 
     tmp = tmp_path_factory.mktemp("u")
     questions = [Question(f"q{i}", "Q?", {"A": "y", "B": "n"}, gold) for i, gold in enumerate(golds)]
-    summary = _evaluate(tmp, monkeypatch, questions).to_dict()
+    summary = _evaluate(tmp, questions).to_dict()
     scored = [g for g in golds if g is not None]
     assert summary["n"] == len(scored) and summary["unscored"] == golds.count(None)
     assert summary["correct"] == scored.count("A")
     assert summary["accuracy"] == (round(scored.count("A") / len(scored), 4) if scored else 0.0)
 
 
-def test_unscored_questions_are_said_out_loud(tmp_path, monkeypatch):
+def test_unscored_questions_are_said_out_loud(tmp_path):
     path = write_jsonl(tmp_path / "q.jsonl", [{**QUESTION, "answer": None}])
     questions, report = load_questions("obqa", "test", path=path, hub=False)
     assert report.unscored == 1 and "no gold answer" in " ".join(report.warnings())
@@ -127,7 +119,7 @@ def test_unscored_questions_are_said_out_loud(tmp_path, monkeypatch):
     from rich.console import Console
     import io
 
-    summary = _evaluate(tmp_path, monkeypatch, questions).to_dict()
+    summary = _evaluate(tmp_path, questions).to_dict()
     summary["config"]["models"]["drd"]["file"] = "m.gguf"
     out = io.StringIO()
     Console(file=out, width=200).print(summary_table([summary]))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_gguf import write_lora
+from tmd_local.lora_gguf import write_lora
 from runtime_helpers import ROLES, file_entry, small_settings, write_manifest
 from tmd_local.runner import GenerationSettings
 

@@ -20,13 +20,14 @@ class TmdApp(App):
 
     def __init__(self, bundle: Bundle, *, quant: str | None = None, system: str = "tmd",
                  settings: GenerationSettings | None = None, budget: MemoryBudget | None = None,
-                 keep_loaded: bool = False, source_text: str = ""):
+                 keep_loaded: bool = False, source_text: str = "", pool: ModulePool | None = None):
         super().__init__()
         self.bundle = bundle
         self.quant = quant
         self.system = system
         self.settings = settings or GenerationSettings()
-        self.pool = ModulePool(self.settings, budget=budget, keep_loaded=keep_loaded)
+        # `pool` replaces the one built from settings/budget/keep_loaded (tests pass a fake-module pool)
+        self.pool = pool or ModulePool(self.settings, budget=budget, keep_loaded=keep_loaded)
         self.source_text = source_text
 
     def on_mount(self) -> None:

@@ -1,8 +1,9 @@
 """Write small LoRA adapters in llama.cpp's GGUF adapter format, for tests and the benchmark.
 
-The exporter turns trained peft adapters into this format; until it exists, tests need an adapter
-that llama.cpp accepts for the embedded base model. These are random (or zero) low-rank updates to
-the attention query/value projections: enough to prove loading, swapping and clearing work.
+The exporter turns trained peft adapters into this format; tests and `make bench` need adapters that
+llama.cpp accepts for the embedded base model without training one. These are random (or zero)
+low-rank updates to the attention query/value projections: enough to prove (and time) loading,
+swapping and clearing. In the package, so the benchmark needs nothing from tests/.
 """
 
 from __future__ import annotations
