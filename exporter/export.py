@@ -38,6 +38,7 @@ from tmd_local.registry import file_sha256
 
 from . import bundle as bundle_mod
 from .adapters import AdapterInfo, check_adapter_mode, check_against_base, discover
+from .ggufinfo import name_for_llama_cpp
 from .quant import FLOAT_TYPES, NOMINAL_BPW, parse_quants
 
 STATE_DIR = ".tmd-export"
@@ -481,7 +482,8 @@ class Exporter:
                 "trained_with_tmd": a.tmd.get("tmd_version"), "training": training_record(a.tmd)}
 
     def _gguf_metadata(self, role: str, mode: str, a: AdapterInfo | None) -> dict[str, str]:
-        meta = {"tmd.role": role, "tmd.mode": mode, "tmd.base": self.base_name, "tmd.version": TMD_VERSION}
+        meta = {"tmd.role": role, "tmd.mode": mode, "tmd.base": self.base_name, "tmd.version": TMD_VERSION,
+                **name_for_llama_cpp(self.base_dir, role.capitalize())}
         if a is not None:
             for key in ("teacher", "data", "prompt_version"):
                 if a.tmd.get(key) is not None:
