@@ -3,11 +3,14 @@
 `make_random_lora` writes a folder shaped like the trainer's output (docs/FORMATS.md section 3): a peft
 adapter with non-zero lora_B (so merging really changes the model), the tokenizer, and tmd.json.
 `make_tiny_llama` writes a small random Llama model that shares SmolLM2's tokenizer, so llama.cpp's
-converter recognises its vocabulary. Both import torch: only tests and dev scripts call them.
+converter recognises its vocabulary. `make_reference_tokenizer` and `make_tiny_model` do the same for
+other families with their real tokenizers (see below). They import torch: only tests and dev scripts
+call them.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -86,32 +89,127 @@ def _save_randomized(model, tokenizer, out_dir) -> Path:
 # --- other architectures, offline -------------------------------------------------------------
 # Real tokenizers of other families, from the vocab-only GGUFs llama.cpp ships for its tokenizer
 # tests (exporter.vendor.reference_file), with the chat templates it ships for its template tests.
-# name -> (vocab GGUF, chat template, end-of-turn token that is the tokenizer's EOS, BOS or None)
+# name -> (vocab GGUF, chat template, the EOS the family's tokenizer_config names, BOS or None)
 REFERENCE_TOKENIZERS = {
     "llama-3": ("ggml-vocab-llama-bpe.gguf", "meta-llama-Llama-3.2-3B-Instruct.jinja", "<|eot_id|>",
                 "<|begin_of_text|>"),
     "qwen2.5": ("ggml-vocab-qwen2.gguf", "Qwen-Qwen2.5-7B-Instruct.jinja", "<|im_end|>", None),
     "qwen3": ("ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja", "<|im_end|>", None),
+    # Phi-3.5-mini shares Phi-3's tokenizer. Its EOS is <|endoftext|>; turns end with <|end|>, which
+    # llama.cpp also ends generation on.
+    "phi-3": ("ggml-vocab-phi-3.gguf", "microsoft-Phi-3.5-mini-instruct.jinja", "<|endoftext|>", "<s>"),
 }
+# Phi-3's tokenizer_config: the special tokens after the SentencePiece vocabulary swallow the
+# whitespace that follows them (rstrip), except <|endoftext|>; </s> is an rstrip non-special token.
+# llama.cpp gives models named Phi-3 the same attributes (src/llama-vocab.cpp).
+PHI3_NO_RSTRIP = {"<unk>", "<s>", "<|endoftext|>"}
+LLAMA_CONTROL = 3  # llama.cpp token type (tokenizer.ggml.token_type), as SentencePiece's
 
 
 def make_reference_tokenizer(name: str, out_dir: Path) -> Path:
-    """A Hugging Face tokenizer folder with a real family's vocabulary and chat template."""
+    """A Hugging Face tokenizer folder with a real family's vocabulary and chat template; a
+    SentencePiece vocabulary also gets its tokenizer.model (what llama.cpp's converter reads)."""
     from transformers import AutoTokenizer
 
     from .vendor import reference_file
 
     vocab, template, eos, bos = REFERENCE_TOKENIZERS[name]
     gguf = reference_file(f"models/{vocab}")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    out_dir = Path(out_dir)
+    if _gguf_fields(gguf, "tokenizer.ggml.model")["tokenizer.ggml.model"] == "llama":
+        tokenizer = _sentencepiece_tokenizer(gguf, out_dir)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer.chat_template = reference_file(f"models/templates/{template}").read_text(encoding="utf-8")
     tokenizer.eos_token = eos
     tokenizer.bos_token = bos
     if tokenizer.pad_token is None:
         tokenizer.pad_token = eos
-    out_dir = Path(out_dir)
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
+
+
+def _gguf_fields(path: Path, *names: str) -> dict:
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    return {n: fields[n].contents() for n in names}
+
+
+def sentencepiece_proto(gguf: Path):
+    """The SentencePiece ModelProto (Llama 2's BPE conventions) of an SPM vocab GGUF: its pieces up to
+    the last normal or byte piece; the tokens after them are the family's added tokens."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    f = _gguf_fields(gguf, "tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
+                     "tokenizer.ggml.unknown_token_id")
+    tokens, scores, types = f["tokenizer.ggml.tokens"], f["tokenizer.ggml.scores"], f["tokenizer.ggml.token_type"]
+    normal, byte = pb.ModelProto.SentencePiece.NORMAL, pb.ModelProto.SentencePiece.BYTE
+    size = 1 + max(i for i, t in enumerate(types) if t in (normal, byte))
+    proto = pb.ModelProto()
+    spec = proto.trainer_spec
+    spec.model_type, spec.vocab_size, spec.byte_fallback = pb.TrainerSpec.BPE, size, True
+    spec.unk_id, spec.bos_id, spec.eos_id, spec.pad_id = (f["tokenizer.ggml.unknown_token_id"],
+                                                          tokens.index("<s>"), tokens.index("</s>"), -1)
+    norm = proto.normalizer_spec
+    norm.name, norm.add_dummy_prefix, norm.remove_extra_whitespaces, norm.escape_whitespaces = (
+        "identity", True, False, True)
+    for i in range(size):
+        piece = proto.pieces.add()
+        piece.piece = tokens[i]
+        if types[i] in (normal, byte):
+            piece.score, piece.type = scores[i], types[i]
+        else:  # the GGUF holds the HF added-token view of <unk>/<s>/</s>; in the model they are these
+            piece.score = 0.0
+            piece.type = (pb.ModelProto.SentencePiece.UNKNOWN if i == spec.unk_id
+                          else pb.ModelProto.SentencePiece.CONTROL)
+    return proto
+
+
+def _sentencepiece_tokenizer(gguf: Path, out_dir: Path):
+    """tokenizer.model written to out_dir, and the fast tokenizer Llama 2 and Phi-3 ship as
+    tokenizer.json: byte-fallback BPE whose merges follow the piece scores (as SentencePiece merges),
+    and the legacy normalizer that puts a "▁" before every stretch of text between special tokens, as
+    SentencePiece and llama.cpp do. The class is the plain fast tokenizer: transformers' LlamaTokenizer
+    would rebuild that pipeline with its own pre-tokenizer (no "▁" after a special token)."""
+    from tokenizers import Tokenizer, decoders, normalizers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto = sentencepiece_proto(gguf)
+    (out_dir / "tokenizer.model").write_bytes(proto.SerializeToString())
+    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    unk = proto.pieces[proto.trainer_spec.unk_id].piece
+    backend = Tokenizer(BPE(vocab, _bpe_merges(proto, vocab), unk_token=unk, fuse_unk=True, byte_fallback=True))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=unk, bos_token="<s>",
+                                        clean_up_tokenization_spaces=False)
+    _add_phi3_tokens(tokenizer, gguf, first_added=len(proto.pieces))
+    return tokenizer
+
+
+def _add_phi3_tokens(tokenizer, gguf: Path, first_added: int) -> None:
+    """The GGUF's control tokens past the SentencePiece pieces, with Phi-3's attributes (PHI3_NO_RSTRIP)."""
+    from tokenizers import AddedToken
+
+    f = _gguf_fields(gguf, "tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
+    control = [token for token, kind in zip(f["tokenizer.ggml.tokens"][first_added:],
+                                            f["tokenizer.ggml.token_type"][first_added:]) if kind == LLAMA_CONTROL]
+    tokenizer.add_tokens([AddedToken("</s>", rstrip=True, special=False, normalized=False)])
+    tokenizer.add_special_tokens({"additional_special_tokens": [
+        AddedToken(t, rstrip=t not in PHI3_NO_RSTRIP, special=True, normalized=False) for t in control]})
+
+
+def _bpe_merges(proto, vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Every split of a normal piece into two pieces, the best-scored result first."""
+    normal = proto.pieces[0].NORMAL
+    scored = [(p.score, piece[:k], piece[k:]) for p in proto.pieces if p.type == normal
+              for piece in (p.piece,) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+    scored.sort(key=lambda m: -m[0])
+    return [(left, right) for _, left, right in scored]
 
 
 def make_tiny_model(family: str, out_dir: Path, tokenizer_dir: Path, *, seed: int = 0) -> Path:
@@ -132,8 +230,14 @@ def make_tiny_model(family: str, out_dir: Path, tokenizer_dir: Path, *, seed: in
         "qwen3": lambda: (tf.Qwen3Config(head_dim=16, **common), tf.Qwen3ForCausalLM),
         "gemma3": lambda: (tf.Gemma3TextConfig(head_dim=16, sliding_window=64, query_pre_attn_scalar=16,
                                                **common), tf.Gemma3ForCausalLM),
-        "phi3": lambda: (tf.Phi3Config(**{**common, "tie_word_embeddings": False}), tf.Phi3ForCausalLM),
+        # Phi-3 pads its embeddings to 32064 rows, past the tokenizer's 32011 tokens; unlike the others
+        # it has no tied output layer.
+        "phi3": lambda: (tf.Phi3Config(**{**common, "vocab_size": -(-len(tokenizer) // 64) * 64,
+                                          "tie_word_embeddings": False}), tf.Phi3ForCausalLM),
     }
     config, model_class = configs[family]()
     torch.manual_seed(seed)
-    return _save_randomized(model_class(config), tokenizer, out_dir)
+    out_dir = _save_randomized(model_class(config), tokenizer, out_dir)
+    if (Path(tokenizer_dir) / "tokenizer.model").is_file():  # save_pretrained leaves SentencePiece's out
+        shutil.copyfile(Path(tokenizer_dir) / "tokenizer.model", out_dir / "tokenizer.model")
+    return out_dir

@@ -12,9 +12,16 @@ script does. Quantizing keeps every key of its input, so the quantized files inh
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tmd_local.errors import TmdError
+
+# llama.cpp gives a Phi-3 vocabulary's special tokens the rstrip attribute (the whitespace after
+# <|user|>, <|end|>, ... belongs to them, as in Phi-3's tokenizer_config) only in a GGUF whose
+# general.name contains one of these (src/llama-vocab.cpp); without it, it tokenizes every prompt
+# unlike transformers.
+PHI3_NAME_MARKS = ("phi3", "phi-3")
 
 
 def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
@@ -45,3 +52,16 @@ def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
     for t in reader.tensors:
         writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
     writer.close()
+
+
+def name_for_llama_cpp(base_dir: Path, name: str) -> dict[str, str]:
+    """{"general.name": ...} where llama.cpp keys tokenizer behaviour on the name: a Phi-3 base with a
+    SentencePiece vocabulary (Phi-4's BPE vocabulary has no such rule) gets "(phi3)" after `name`."""
+    try:
+        model_type = json.loads((base_dir / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return {}
+    if model_type == "phi3" and (base_dir / "tokenizer.model").is_file():
+        marked = any(mark in name.lower() for mark in PHI3_NAME_MARKS)
+        return {"general.name": name if marked else f"{name} (phi3)"}
+    return {}

@@ -14,6 +14,7 @@ from typing import Any
 from tmd_local import __version__ as TMD_VERSION
 
 from .adapters import AdapterInfo
+from .ggufinfo import name_for_llama_cpp
 from .plan import LORA_OUTTYPE, Step
 from .state import atomic, disk_error, fingerprint
 
@@ -34,7 +35,8 @@ class Making:
         """tmd.* keys written into each GGUF (the converters cannot add them themselves)."""
         if mode is None:
             mode = "base" if role == "base" else "merged"
-        meta = {"tmd.role": role, "tmd.mode": mode, "tmd.base": self.base_name, "tmd.version": TMD_VERSION}
+        meta = {"tmd.role": role, "tmd.mode": mode, "tmd.base": self.base_name, "tmd.version": TMD_VERSION,
+                **name_for_llama_cpp(self.base_dir, role.capitalize())}
         a = self.adapter_of.get(role)
         if a is not None:
             for key in ("teacher", "data", "prompt_version"):

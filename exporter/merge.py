@@ -18,6 +18,7 @@ from .adapters import AdapterInfo
 
 MARKER = "tmd-merged.json"  # written last: its presence (with the right fingerprint) means complete
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+SENTENCEPIECE_MODEL = "tokenizer.model"
 
 
 def merged_is_current(out_dir: Path, fingerprint: str) -> bool:
@@ -98,6 +99,7 @@ def merge_adapter(base_dir: Path, info: AdapterInfo, out_dir: Path, fingerprint:
     with staged_dir(tmp, out_dir):
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        _carry_sentencepiece_model(tmp, info.path, base_dir)
         for name, obj in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(obj) + "\n")
         (tmp / MARKER).write_text(json.dumps({
@@ -119,6 +121,17 @@ def pick_tokenizer(base_dir: Path, adapter_dir: Path):
     if tok.eos_token_id != base_tok.eos_token_id:
         return tok, f"{adapter_dir.name}: its tokenizer's EOS differs from the base's; using the adapter's"
     return tok, None
+
+
+def _carry_sentencepiece_model(merged: Path, *sources: Path) -> None:
+    """transformers 5 saves no SentencePiece tokenizer.model, yet llama.cpp's converter reads such a
+    vocabulary (Phi-3, Llama 2, Gemma 3) only from it: copy it from the adapter or else the base."""
+    if (merged / SENTENCEPIECE_MODEL).is_file():
+        return
+    for folder in sources:
+        if (folder / SENTENCEPIECE_MODEL).is_file():
+            shutil.copyfile(folder / SENTENCEPIECE_MODEL, merged / SENTENCEPIECE_MODEL)
+            return
 
 
 def _fsync_dir_files(folder: Path) -> None:

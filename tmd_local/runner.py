@@ -264,9 +264,10 @@ class LoadedModule:
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
 
     def _letter_token_ids(self, letters: list[str]) -> dict[str, int]:
-        """The token each option letter starts with after "Final Answer:" (" B" is one token)."""
-        ids = {letter: self._llm.tokenize(f" {letter}".encode("utf-8"), add_bos=False, special=False)[0]
-               for letter in letters}
+        """The token each option letter starts with after "Final Answer:" (" B" is one token), read
+        off the whole answer line: alone, " B" is "▁" + "▁B" in a SentencePiece vocabulary (Phi-3)."""
+        cue = self.tokenize(ANSWER_CUE)
+        ids = {letter: self.tokenize(f"{ANSWER_CUE} {letter}")[len(cue)] for letter in letters}
         if len(set(ids.values())) != len(ids):
             raise TmdError(f"{self.model.path.name}: option letters {letters} share a first token; "
                            "their probabilities cannot be told apart")

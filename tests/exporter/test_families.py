@@ -17,15 +17,17 @@ from click.testing import CliRunner
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainer"
 
-# family -> (model family, tokenizer): each family's own tokenizer where a package here ships it.
+# family -> (model family, tokenizer, the token that ends an assistant turn): each family's own
+# tokenizer where a package here ships it.
 FAMILIES = {
-    "llama-3": ("llama", "llama-3"),
-    "qwen2.5": ("qwen2", "qwen2.5"),
-    "qwen3": ("qwen3", "qwen3"),
-    # No package here ships Gemma 3's or Phi-3's tokenizer in a form their converters take (Gemma 3:
-    # none at all; Phi-3: a vocab GGUF, where the converter wants tokenizer.model), so these two
-    # architectures run with Llama 3's tokenizer: conversion, LoRA targets and runtime are theirs.
-    "gemma3 (llama-3 tokenizer)": ("gemma3", "llama-3"),
+    "llama-3": ("llama", "llama-3", "<|eot_id|>"),
+    "qwen2.5": ("qwen2", "qwen2.5", "<|im_end|>"),
+    "qwen3": ("qwen3", "qwen3", "<|im_end|>"),
+    # Phi-3's SentencePiece tokenizer.model, rebuilt from llama.cpp's vocab GGUF of Phi-3.
+    "phi-3": ("phi3", "phi-3", "<|end|>"),
+    # No package here ships Gemma 3's tokenizer (llama.cpp has Gemma 4's, a different vocabulary and
+    # tokenizer type), so Gemma 3 runs with Llama 3's: conversion, LoRA targets and runtime are its own.
+    "gemma3 (llama-3 tokenizer)": ("gemma3", "llama-3", "<|eot_id|>"),
 }
 
 
@@ -57,7 +59,7 @@ def test_train_export_run(family, reference_tokenizers, tmp_path, monkeypatch):
     from tmd_local.prompts import render_messages
 
     monkeypatch.chdir(tmp_path)
-    arch, tokenizer = FAMILIES[family]
+    arch, tokenizer, end_of_turn = FAMILIES[family]
     base = make_tiny_model(arch, tmp_path / f"tiny-{arch}", reference_tokenizers(tokenizer))
 
     result = invoke("train", "--module", "analyzer", "--data", FIXTURES, "--base", base, "--out", "ad/analyzer",
@@ -81,6 +83,7 @@ def test_train_export_run(family, reference_tokenizers, tmp_path, monkeypatch):
     assert analyzer["top1_agreement"] >= 0.9   # the GGUF's next token = the merged HF model's
 
     tokens = read_chat_tokens(tmp_path / "bundle" / "analyzer.f16.gguf")
+    assert end_of_turn in tokens.stops  # llama.cpp ends generation where the template ends a turn
     modelfile = parse_modelfile((tmp_path / "bundle" / "ollama" / "analyzer.Modelfile").read_text())
     for messages in sample_conversations():
         expected = render_messages(messages, tokens.chat_template, bos_token=tokens.bos, eos_token=tokens.eos)
@@ -94,3 +97,54 @@ def test_train_export_run(family, reference_tokenizers, tmp_path, monkeypatch):
     trace = json.loads(result.output[result.output.index("{"):])
     assert trace["stages"]["analyzer"]["model"] == "bundle/analyzer" and trace["answer"] in ("A", "B")
     assert trace["stages"]["reasoner"]["completion_tokens"] > 0
+
+
+def test_phi3_tokenizer_tokenizes_like_llama_cpp(converter, reference_tokenizers):
+    """The rebuilt Phi-3 tokenizer gives the ids llama.cpp's tokenizer tests expect (made with Phi-3's
+    own Hugging Face tokenizer), and llama.cpp's ids on tmd's prompts, whose special tokens swallow
+    the newline after them."""
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    from exporter.vendor import reference_file
+    from exporter.verify import teacher_forced_texts
+    from tmd_local.prompts import render_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(str(reference_tokenizers("phi-3")))
+    vocab = reference_file("models/ggml-vocab-phi-3.gguf")
+    inputs = reference_file("models/ggml-vocab-phi-3.gguf.inp").read_text(encoding="utf-8")
+    outputs = reference_file("models/ggml-vocab-phi-3.gguf.out").read_text(encoding="utf-8")
+    cases = list(zip(inputs.split("\n__ggml_vocab_test__\n"), outputs.splitlines()))
+    assert len(cases) > 40
+    for text, expected in cases:
+        assert tokenizer(text, add_special_tokens=False).input_ids == [int(i) for i in expected.split()], text
+
+    eos = tokenizer.eos_token
+    prompts = [render_messages(messages, tokenizer.chat_template, bos_token=tokenizer.bos_token, eos_token=eos)
+               + target + eos for _, messages, target in teacher_forced_texts()]
+    llm = Llama(model_path=str(vocab), vocab_only=True, verbose=False)
+    try:
+        for prompt in prompts:
+            ids = tokenizer(prompt, add_special_tokens=False).input_ids
+            assert ids == llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            assert tokenizer.convert_tokens_to_ids("<|end|>") in ids
+    finally:
+        llm.close()
+
+
+def test_a_phi3_sentencepiece_gguf_is_named_so_llama_cpp_applies_phi3_rules(tmp_path):
+    from exporter.ggufinfo import name_for_llama_cpp
+
+    def base(model_type: str, sentencepiece: bool) -> Path:
+        folder = tmp_path / f"{model_type}-{sentencepiece}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+        if sentencepiece:
+            (folder / "tokenizer.model").write_bytes(b"")
+        return folder
+
+    phi3 = base("phi3", True)
+    assert name_for_llama_cpp(phi3, "Analyzer") == {"general.name": "Analyzer (phi3)"}
+    assert name_for_llama_cpp(phi3, "Phi-3.5 mini") == {"general.name": "Phi-3.5 mini"}
+    assert name_for_llama_cpp(base("phi3", False), "Analyzer") == {}  # Phi-4: BPE, no such rule
+    assert name_for_llama_cpp(base("llama", True), "Analyzer") == {}
