@@ -93,9 +93,12 @@ def open_runtime_source(model, bundle, quant, max_memory, *, systems, memory_bud
     resolved into the quant mix it picks and the --max-memory it implies."""
     from .bundle import open_source
 
+    from .console import warn_plain
+
     source = open_source(bundle=bundle, model=model)
+    for line in source.warnings:  # e.g. a bundle trained on other prompts than this tmd's
+        warn_plain(line)
     if memory_budget:
-        from .console import warn_plain
         from .quantmix import quant_for_budget
 
         quant = quant_for_budget(source, quant, memory_budget, systems, results_paths, warn_plain)
@@ -109,12 +112,8 @@ def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, *, sy
     from .memory import MemoryBudget
     from .runner import ModulePool
 
-    from .console import warn_plain
-
     source, quant, max_memory = open_runtime_source(model, bundle, quant, max_memory, systems=systems,
                                                     memory_budget=memory_budget, results_paths=results_paths)
-    for line in source.warnings:  # e.g. a bundle trained on other prompts than this tmd's
-        warn_plain(line)
     modules = source.module_set(quant)
     pool = ModulePool(settings, budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded)
     return modules, pool, source
