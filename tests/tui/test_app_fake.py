@@ -2,7 +2,6 @@
 prompts, every panel fills from the pipeline's events, two targets run side by side, a stop and a
 failing module end the run cleanly. test_app_real.py does the same on the real embedded model."""
 
-import json
 
 import pytest
 from textual.widgets import Button, Input, Static
@@ -13,9 +12,8 @@ from tmd_local.errors import TmdError
 from tmd_local.fake import FakeLoader
 from tmd_local.records import Question
 from tmd_local.tui.app import TmdApp
-from tmd_local.tui.screens import ExportScreen
 from tmd_local.tui.widgets import HistoryList, StageTable, TraceColumn
-from tui_helpers import wait_for
+from tui_helpers import export_trace, wait_for
 
 pytestmark = pytest.mark.asyncio
 PLANTS = Question("form", "Which of these do plants need to make their own food?",
@@ -74,12 +72,7 @@ async def test_the_typed_question_becomes_the_prompts_and_every_panel_fills(tmp_
         assert "A: B. sunlight" in notices(app)
         assert len(screen.query_one(HistoryList).records) == 1 and loader.open_modules == []
 
-        await pilot.press("ctrl+s")
-        assert isinstance(app.screen, ExportScreen)
-        app.screen.query_one(Input).value = str(tmp_path / "trace.json")
-        await pilot.press("enter")
-        await pilot.pause()
-        exported = json.loads((tmp_path / "trace.json").read_text())
+        exported = await export_trace(pilot, app, tmp_path / "trace.json")
         assert exported["runs"][0]["trace"]["knowledge"] == ["Water and carbon dioxide.", "Sunlight."]
 
 

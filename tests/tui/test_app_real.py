@@ -1,17 +1,16 @@
 """The whole app with Pilot on the real embedded model: type a question, run it, watch every panel
 fill, export, compare two model files side by side, stop a run, and see errors as notifications."""
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 from textual.widgets import Button, Input, Static
 
-from tui_helpers import quick_settings, wait_for
+from tui_helpers import export_trace, quick_settings, wait_for
 from tmd_local.bundle import open_source
 from tmd_local.tui.app import TmdApp
-from tmd_local.tui.screens import ExportScreen, HelpScreen
+from tmd_local.tui.screens import HelpScreen
 from tmd_local.tui.widgets import HistoryList, StageTable, TraceColumn
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -63,12 +62,7 @@ async def test_ask_a_question_and_watch_every_module(tmp_path, embedded_model):
         app.save_screenshot(filename=shot.name, path=str(shot.parent))
         assert shot.read_text().startswith("<svg")
 
-        await pilot.press("ctrl+s")
-        assert isinstance(app.screen, ExportScreen)
-        app.screen.query_one(Input).value = str(tmp_path / "trace.json")
-        await pilot.press("enter")
-        await pilot.pause()
-        exported = json.loads((tmp_path / "trace.json").read_text())
+        exported = await export_trace(pilot, app, tmp_path / "trace.json")
         assert exported["runs"][0]["trace"]["reasoning"] == trace.reasoning
 
         await pilot.press("f1")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 from tmd_local.runner import GenerationSettings
 
@@ -21,3 +23,17 @@ async def wait_for(pilot, predicate, timeout: float = 300.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting for the app"
         await pilot.pause(0.1)
+
+
+async def export_trace(pilot, app, path: Path) -> dict:
+    """Save the shown trace through the export screen (ctrl+s) and read the file back."""
+    from textual.widgets import Input
+
+    from tmd_local.tui.screens import ExportScreen
+
+    await pilot.press("ctrl+s")
+    assert isinstance(app.screen, ExportScreen)
+    app.screen.query_one(Input).value = str(path)
+    await pilot.press("enter")
+    await pilot.pause()
+    return json.loads(path.read_text())
