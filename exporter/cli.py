@@ -8,7 +8,7 @@ import click
 
 from tmd_local.cli_options import THREADS, Real
 from tmd_local.console import console, err_console, one_line_errors
-from tmd_local.quants import SUPPORTED
+from tmd_local.quants import SUPPORTED, parse_quant_list
 
 from .plan import Mode
 
@@ -49,10 +49,9 @@ def export(adapters, quant, out, mode, modules, zero_shot, base, threads, no_ver
            keep_merged, ollama, ollama_quant):
     """Merge trained adapters, convert them with llama.cpp's converter, quantize, verify, write a bundle."""
     from .export import ExportOptions, export as run_export
-    from .quant import parse_quants
     from .render import RichReporter, print_summary
 
-    options = ExportOptions(adapters=adapters, out=out, quants=parse_quants(quant), mode=mode,
+    options = ExportOptions(adapters=adapters, out=out, quants=parse_quant_list(quant), mode=mode,
                             threads=threads, base=base, modules=_split(modules),
                             zero_shot=_split(zero_shot) or [], verify=not no_verify,
                             min_agreement=min_agreement, keep_merged=keep_merged)

@@ -12,11 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tmd_local.errors import TmdError
-from tmd_local.quants import BY_NAME, parse_quant_list
-
-# The quant table (names, llama_ftype codes, bits per weight) is tmd_local/quants.py; parse_quants
-# keeps its old name here for the exporter's callers.
-parse_quants = parse_quant_list
+from tmd_local.quants import BY_NAME  # the quant table: names, llama_ftype codes, bits per weight
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int | None = None,

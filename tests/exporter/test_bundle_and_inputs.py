@@ -12,9 +12,9 @@ import pytest
 
 from exporter import bundle as B
 from exporter.adapters import check_adapter_mode, check_against_base, discover
-from exporter.quant import parse_quants
 from tmd_local.errors import TmdError
 from tmd_local.formats import BUNDLE_FORMAT
+from tmd_local.quants import parse_quant_list
 
 from exporter_helpers import write_fake_adapter, write_fake_base
 
@@ -112,13 +112,13 @@ def test_reader_imports_no_heavy_libraries():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_parse_quants():
-    assert parse_quants("q4_k_m, F16,q8_0,q4_k_m") == ["f16", "q4_k_m", "q8_0"]
-    assert parse_quants(["q5_k_m"]) == ["q5_k_m"]
+def test_parse_quant_list():
+    assert parse_quant_list("q4_k_m, F16,q8_0,q4_k_m") == ["f16", "q4_k_m", "q8_0"]
+    assert parse_quant_list(["q5_k_m"]) == ["q5_k_m"]
     with pytest.raises(TmdError, match="unsupported quant type"):
-        parse_quants("f16,q4_k_xl")
+        parse_quant_list("f16,q4_k_xl")
     with pytest.raises(TmdError, match="at least one"):
-        parse_quants(" , ")
+        parse_quant_list(" , ")
 
 
 def test_adapter_discovery_errors(tmp_path):

@@ -35,7 +35,6 @@ def test_roles_are_plain_strings_in_json():
 def test_one_quant_table_for_every_reader():
     import llama_cpp
 
-    from exporter.quant import parse_quants
     from tmd_local.bundle import QuantChoice
     from tmd_local.gguf_file import file_type_name
     from tmd_local.quants import QUANTS, canonical, parse_quant_list, precision_rank, preferred
@@ -46,7 +45,7 @@ def test_one_quant_table_for_every_reader():
         assert file_type_name(quant.ftype) == quant.name
     assert file_type_name(99) == "type-99"
     # one spelling rule: the exporter's --quant and the app's --quant agree
-    assert canonical(" Q4-K-M ") == "q4_k_m" == parse_quants(["q4-k-m"])[0] == parse_quant_list("Q4_K_M")[0]
+    assert canonical(" Q4-K-M ") == "q4_k_m" == parse_quant_list(["q4-k-m"])[0] == parse_quant_list("Q4_K_M")[0]
     assert QuantChoice.parse("F16,reasoner=q4-k-m").text == "f16,reasoner=q4_k_m"
     assert precision_rank("f32") < precision_rank("f16") < precision_rank("q8_0") < precision_rank("q2_k")
     assert precision_rank("iq2_xs") == len(QUANTS)
