@@ -37,8 +37,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from tmd_local import __version__ as TMD_VERSION
 from tmd_local.errors import TmdError
-from tmd_local.hf_base import ensure_hf_base
 from tmd_local.formats import AdapterMeta
+from tmd_local.hf_base import ensure_hf_base
 from tmd_local.jsonl import write_json_atomic
 from tmd_local.memory import peak_rss_mb
 from tmd_local.prompts import PROMPT_VERSION

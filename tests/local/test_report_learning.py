@@ -75,14 +75,14 @@ def test_training_label_names_the_learning_rate_when_the_results_record_it():
 def test_the_export_adds_the_learning_rate_of_adapters_trained_before_it_was_recorded():
     from tmd_local.formats import AdapterMeta
 
-    def training_record(tmd: dict) -> dict | None:
-        return AdapterMeta.from_json({"module": "drd", **tmd}, "tmd.json").results_training()
+    def meta(**fields) -> AdapterMeta:
+        return AdapterMeta.from_json({"module": "drd", **fields}, "tmd.json")
 
-    old = {"training": {"questions": 379, "epochs": 1.0}, "hyperparameters": {"lr": 1e-4}}
-    assert training_record(old) == {"questions": 379, "epochs": 1.0, "lr": 1e-4}
-    new = {"training": {"questions": 379, "epochs": 1.0, "lr": 3e-4}, "hyperparameters": {"lr": 3e-4}}
-    assert training_record(new)["lr"] == 3e-4
-    assert training_record({"hyperparameters": {"lr": 1e-4}}) is None
+    old = meta(training={"questions": 379, "epochs": 1.0}, hyperparameters={"lr": 1e-4})
+    assert old.results_training() == {"questions": 379, "epochs": 1.0, "lr": 1e-4}
+    new = meta(training={"questions": 379, "epochs": 1.0, "lr": 3e-4}, hyperparameters={"lr": 3e-4})
+    assert new.results_training()["lr"] == 3e-4
+    assert meta(hyperparameters={"lr": 1e-4}).results_training() is None
 
 
 def test_learning_curve_and_error_sources(tmp_path):
