@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SIZES=${SIZES:-"400 100 1603"}  # trained in this order: 400 first, it also decides the Reasoner target
+SIZES=${SIZES:-"400 1603 100"}  # trained in this order: 400 first (it also decides the Reasoner target), then the headline
 EPOCHS=${EPOCHS:-1}
 # LoRA learning rate of every student. The paper's 1e-4 (tmd train's default) barely moves a 135M
 # student in one epoch (48 steps at 400 questions); 1e-3 was chosen on DEV (PHASE=probe): held-out
@@ -130,18 +130,24 @@ if trained "$(name 400)-facts" analyzer informant reasoner && trained "$(name 40
     done
 fi
 
-# --- test: baselines, the learning curve, error sources, the headline --------------------------
-step "test-mc" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc --out results/strategyqa-zero-shot.jsonl
-for n in "${ready[@]}"; do
-    step "curve-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
-        --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
-    step "errors-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system tmd-gold-facts \
-        --system tmd-gold-subq --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
-done
-step "test-zero-shot" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --out results/strategyqa-zero-shot.jsonl
+# --- test, most wanted first (every step resumes per question, so a stopped session loses little):
+# the headline (largest bundle, all of test, q8_0), the zero-shot levels, the learning-curve points,
+# the error-source rows, then the largest bundle's other quantizations.
 if trained "$largest" drd analyzer informant reasoner; then
     step "test-$largest" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd \
         --bundle "models/$largest" --quant q8_0 --out "results/$largest-strategyqa.jsonl"
+fi
+step "test-zero-shot" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --out results/strategyqa-zero-shot.jsonl
+step "test-mc" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc --out results/strategyqa-zero-shot.jsonl
+for n in "${ready[@]}"; do  # the largest's curve point is a prefix of its test run: already there
+    step "curve-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
+        --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
+done
+for n in "${ready[@]}"; do
+    step "errors-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system tmd-gold-facts \
+        --system tmd-gold-subq --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
+done
+if trained "$largest" drd analyzer informant reasoner; then
     for quant in f16 q4_k_m; do
         step "test-$largest-$quant" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
             --bundle "models/$largest" --quant "$quant" --out "results/$largest-strategyqa.jsonl"
