@@ -187,7 +187,8 @@ def fold_seeds(results: list[ConfigResult]) -> list[Row]:
     return [Row(runs) for runs in groups.values()]
 
 
-def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], unscored: int = 0) -> str:
+def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], unscored: int = 0,
+                    panels: list[CurvePanel] = ()) -> str:
     lines = ["# tmd evaluation report", "",
              f"From {', '.join(str(p) for p in sources)}. Accuracy in %, mean ± std over seeds where "
              "several were run, with the 95% Wilson interval over all answers. The answer is the option "
@@ -198,7 +199,7 @@ def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], uns
                   "(they count in no accuracy).", ""]
     lines += majority_lines(rows) + [""]
     lines += _accuracy_table(rows) + [""] + _detail_table(rows) + [""] + _quant_table(rows) + [""]
-    lines += _sensitivity_table(rows) + _error_source_table(rows)
+    lines += _sensitivity_table(rows) + _learning_curve_table(list(panels)) + _error_source_table(rows)
     for plot in plots:
         lines.append(f"![{plot.stem}]({plot.name})")
     lines += ["", "FLOPs per question = sum over stages of 2 x parameters x (prompt + generated tokens)."]
@@ -392,29 +393,92 @@ def informant_f1s(record: dict) -> list[float]:
 
 # --- learning curve ---------------------------------------------------------------------------
 
-def plot_learning_curve(rows: list[Row], out_dir: Path) -> Path | None:
-    """Accuracy vs training questions of fine-tuned TMD and DRD (every module fine-tuned), on the
-    questions they all answered, with zero-shot, mc and the majority class as levels."""
-    curve = [r for r in rows if r.config["system"] in ("tmd", "drd") and training_questions(r.config)
-             and "zero-shot" not in tuned_label(r.config)
-             and set(tuned_label(r.config).split(", ")) >= set(r.config["models"])]
-    datasets = sorted({r.config["dataset"] for r in curve})
-    if not datasets or len({training_questions(r.config) for r in curve}) < 2:
+@dataclass
+class CurvePanel:
+    """One dataset's learning curve: each line (system, quant, teacher, epochs, lr) with its points
+    (training questions, accuracy %) and the levels (zero-shot, mc, majority class), all on the same
+    test questions."""
+    dataset: str
+    common: set[str]
+    lines: dict[tuple, list[tuple[int, float]]]
+    levels: list[tuple[str, float]]
+
+
+def learning_curve(rows: list[Row]) -> list[CurvePanel]:
+    """Fine-tuned TMD and DRD (every module fine-tuned) trained on at least two amounts of data; a
+    configuration seen at one size only (another learning rate, another quant) is no curve and would
+    only shrink the questions every point shares."""
+    candidates = [r for r in rows if r.config["system"] in ("tmd", "drd") and training_questions(r.config)
+                  and "zero-shot" not in tuned_label(r.config)
+                  and set(tuned_label(r.config).split(", ")) >= set(r.config["models"])]
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for row in candidates:
+        groups[(row.config["dataset"], *_line_key(row.config))].append(row)
+    curve = [r for g in groups.values() if len({training_questions(r.config) for r in g}) >= 2 for r in g]
+    panels = []
+    for dataset in sorted({r.config["dataset"] for r in curve}):
+        points = [r for r in curve if r.config["dataset"] == dataset]
+        common = set.intersection(*(set(r.runs[0].records) for r in points))
+        lines: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+        for row in points:
+            lines[_line_key(row.config)].append((training_questions(row.config), _accuracy_on_ids(row, common)))
+        levels = _levels([r for r in rows if r.config["dataset"] == dataset and r not in candidates],
+                         points[0], common)
+        panels.append(CurvePanel(dataset, common, {k: sorted(v) for k, v in sorted(lines.items())}, levels))
+    return panels
+
+
+def _line_key(config: dict) -> tuple:
+    return config["system"].upper(), quant_mix(config), config["teacher"], epochs_label(config), learning_rates(config)
+
+
+def _line_label(key: tuple) -> str:
+    system, quant, teacher, epochs, lr = key
+    return f"{system} {quant}, {teacher}, {epochs} ep" + (f", lr {lr}" if lr else "")
+
+
+def _accuracy_on_ids(row: Row, ids: set[str]) -> float | None:
+    records = row.runs[0].records
+    if not ids or not ids <= set(records):
+        return None
+    return 100 * sum(bool(records[i]["correct"]) for i in ids) / len(ids)
+
+
+def _levels(others: list[Row], reference: Row, common: set[str]) -> list[tuple[str, float]]:
+    """Zero-shot systems and mc on the same questions, then the majority class (always last)."""
+    levels = []
+    for row in others:
+        if training_of(row.config) or row.config["system"] not in ("tmd", "drd", "mc"):
+            continue
+        y = _accuracy_on_ids(row, common)
+        if y is not None:
+            levels.append((f"{row.config['system'].upper()} zero-shot {student_label(row.config)}", y))
+    sample = reference.runs[0].records
+    letter, rate = majority_rate([sample[i] for i in common])
+    return levels + [(f"majority class ({letter})", 100 * rate)]
+
+
+def plot_learning_curve(panels: list[CurvePanel], out_dir: Path) -> Path | None:
+    """Accuracy vs training questions, one panel per dataset, levels as horizontal lines."""
+    if not panels:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        points = [r for r in curve if r.config["dataset"] == dataset]
-        common = set.intersection(*(set(r.runs[0].records) for r in points))
-        _curve_lines(ax, points, common)
-        _level_lines(ax, [r for r in rows if r.config["dataset"] == dataset and r not in curve], points[0],
-                     common)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for key, xy in panel.lines.items():
+            ax.plot([x for x, _ in xy], [y for _, y in xy], "o-" if key[0] == "TMD" else "s--",
+                    label=_line_label(key))
+        styles = iter(["-.", ":", (0, (5, 1)), (0, (1, 2)), (0, (3, 1, 1, 1))])
+        *zero_shot, (majority, rate) = panel.levels
+        for label, y in zero_shot:
+            ax.axhline(y, linestyle=next(styles, ":"), color="grey", label=f"{label}: {y:.1f}")
+        ax.axhline(rate, color="red", linewidth=1, label=f"{majority}: {rate:.1f}")
         ax.set_xscale("log")
-        ax.set_title(f"{dataset}: {len(common)} test questions")
+        ax.set_title(f"{panel.dataset}: {len(panel.common)} test questions")
         ax.set_xlabel("training questions (teacher data)")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
@@ -426,39 +490,20 @@ def plot_learning_curve(rows: list[Row], out_dir: Path) -> Path | None:
     return path
 
 
-def _accuracy_on_ids(row: Row, ids: set[str]) -> float | None:
-    records = row.runs[0].records
-    if not ids or not ids <= set(records):
-        return None
-    return 100 * sum(bool(records[i]["correct"]) for i in ids) / len(ids)
-
-
-def _curve_lines(ax, points: list[Row], common: set[str]) -> None:
-    lines: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-    for row in points:
-        c = row.config
-        lr = learning_rates(c)
-        lines[(c["system"].upper(), quant_mix(c), c["teacher"], epochs_label(c), lr)].append(
-            (training_questions(c), _accuracy_on_ids(row, common)))
-    for (system, quant, teacher, epochs, lr), xy in sorted(lines.items()):
-        xy.sort()
-        ax.plot([x for x, _ in xy], [y for _, y in xy], "o-" if system == "TMD" else "s--",
-                label=f"{system} {quant}, {teacher}, {epochs} ep" + (f", lr {lr}" if lr else ""))
-
-
-def _level_lines(ax, others: list[Row], reference: Row, common: set[str]) -> None:
-    """Horizontal lines: zero-shot systems and mc on the same questions, and the majority class."""
-    styles = iter(["-.", ":", (0, (5, 1)), (0, (1, 2)), (0, (3, 1, 1, 1))])
-    for row in others:
-        if training_of(row.config) or row.config["system"] not in ("tmd", "drd", "mc"):
-            continue
-        y = _accuracy_on_ids(row, common)
-        if y is not None:
-            ax.axhline(y, linestyle=next(styles, ":"), color="grey",
-                       label=f"{row.config['system'].upper()} zero-shot {student_label(row.config)}: {y:.1f}")
-    sample = reference.runs[0].records
-    letter, rate = majority_rate([sample[i] for i in common])
-    ax.axhline(100 * rate, color="red", linewidth=1, label=f"majority class ({letter}): {100 * rate:.1f}")
+def _learning_curve_table(panels: list[CurvePanel]) -> list[str]:
+    """The plot's numbers: a row per line, a column per amount of training data."""
+    out = []
+    for panel in panels:
+        sizes = sorted({x for xy in panel.lines.values() for x, _ in xy})
+        out += [f"## Learning curve ({panel.dataset}, the same {len(panel.common)} test questions)", "",
+                "Accuracy (%) by questions the answering module (Reasoner or DRD) was trained on.", "",
+                "| system | " + " | ".join(f"{n} q" for n in sizes) + " |", "|---" * (1 + len(sizes)) + "|"]
+        for key, xy in panel.lines.items():
+            by_size = dict(xy)
+            out.append(f"| {_line_label(key)} | "
+                       + " | ".join("-" if by_size.get(n) is None else f"{by_size[n]:.1f}" for n in sizes) + " |")
+        out += [""] + [f"- {label}: {y:.1f}" for label, y in panel.levels] + [""]
+    return out
 
 
 FIGURE_AXES = (("accuracy_vs_flops", "GFLOPs per question", lambda r: r.runs[0].flops_per_question() / 1e9),
@@ -576,10 +621,11 @@ def write_report(result_paths: list[Path], out: Path, readme: Path | None = None
     rows = fold_seeds(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = plot(rows, out.parent) if rows else []
-    curve = plot_learning_curve(rows, out.parent)
+    panels = learning_curve(rows)
+    curve = plot_learning_curve(panels, out.parent)
     plots += [curve] if curve else []
     unscored = sum(len(r.unscored) for r in results)
-    write_text_atomic(out, render_markdown(rows, result_paths, plots, unscored))
+    write_text_atomic(out, render_markdown(rows, result_paths, plots, unscored, panels))
     if readme is not None:
         update_readme(readme, rows, out, result_paths)
     return out

@@ -93,6 +93,9 @@ def test_learning_curve_and_error_sources(tmp_path):
               subquestions=["Which ship recovered Apollo 13?"])
         write(results, config("drd", f"sqa{n}", n), answers, answers, GOLDS)
     write(results, config("drd"), ["A"] * 4, ["A"] * 4, GOLDS)
+    other_rate = config("tmd", "sqa400-lr", 400)  # one size only, on 2 of the 4 questions: no line
+    other_rate["models"]["reasoner"]["training"]["lr"] = 1e-3
+    write(results, other_rate, GOLDS[:2], GOLDS[:2], GOLDS[:2])
     write(results, config("tmd-gold-subq", "sqa1603", 1603), GOLDS, GOLDS, GOLDS,
           subquestions=["x"], knowledge=["Apollo 13 was recovered by the USS Iwo Jima.", "nothing", ""])
     write(results, config("tmd-gold-facts", "sqa1603", 1603), GOLDS, GOLDS, GOLDS)
@@ -100,6 +103,12 @@ def test_learning_curve_and_error_sources(tmp_path):
     text = report.read_text()
     assert (tmp_path / "reports" / "learning_curve.png").stat().st_size > 10_000
     assert "![learning_curve](learning_curve.png)" in text
+    curve = text.split("## Learning curve (strategyqa, the same 4 test questions)")[1].split("##")[0]
+    assert "| system | 100 q | 400 q | 1603 q |" in curve
+    assert "| TMD q8_0, gold:rationale, 1 ep | 25.0 | 50.0 | 75.0 |" in curve
+    assert "lr 0.001" not in curve  # the single-size configuration
+    assert "- DRD zero-shot smollm2 q4_1: 25.0" in curve
+    assert "- majority class (B): 75.0" in curve
     section = text.split("## Where the errors come from")[1]
     rows = [line for line in section.splitlines() if line.startswith("| strategyqa")]
     assert len(rows) == 3
