@@ -21,7 +21,8 @@
    padding vs padding every batch to --train-max-length (512, as the paper did), on gold-teacher data
    for StrategyQA train questions written to a temporary folder (`tmd teach --teacher gold`); and
    the LM head applied only at positions that predict a target token (logits_to_keep, the trainer's
-   way) vs at every position, with dynamic padding both times: the same loss, less work.
+   way) vs at every position, with dynamic padding both times: the same loss, less work; and two
+   one-thread trainings at once (how scripts/distill_strategyqa.sh trains) vs one using every core.
 5. Prefix cache: seconds per question of TMD and DRD, stage-batched, with each resident module's
    KV cache kept between prompts (tmd's default) vs every prompt evaluated from scratch.
 6. Thread settings under load: 3 processes at once answering the same prompts with one generation
@@ -362,11 +363,31 @@ def training(args, tmp: Path) -> dict:
                                 *(["--full-head"] if mode == "full_head" else []))
         out[mode]["process_wall_seconds"] = round(time.perf_counter() - started, 2)
         print(f"   {mode}: {out[mode]['process_wall_seconds']:.1f} s", file=sys.stderr, flush=True)
+    out["parallel"] = _parallel_trainings(args, teacher, tmp)
     out["same_tokens_trained"] = out["dynamic"]["tokens_trained"] == out["pad_to_max"]["tokens_trained"]
     out["speedup_dynamic"] = round(out["dynamic"]["tokens_per_second"] / out["pad_to_max"]["tokens_per_second"], 3)
     out["speedup_head_on_targets"] = round(out["dynamic"]["tokens_per_second"]
                                            / out["full_head"]["tokens_per_second"], 3)
     return out
+
+
+def _parallel_trainings(args, teacher: Path, tmp: Path, jobs: int = 2) -> dict:
+    """`jobs` one-thread trainings at once, as scripts/distill_strategyqa.sh trains its modules:
+    tokens of all of them over the longest one's training seconds."""
+    started = time.perf_counter()
+    children = [subprocess.Popen(
+        _part_command(args, "training", "--train-data", str(teacher), "--train-out", str(tmp / f"adapter-job{k}"),
+                      "--train-module", args.train_module, "--train-steps", str(args.train_steps),
+                      "--train-max-length", str(args.train_max_length), threads=1),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(jobs)]
+    outputs = [c.communicate() for c in children]  # waits: returncode is set only after this
+    each = [_child_figures("training", c.returncode, *out) for c, out in zip(children, outputs)]
+    tokens = sum(e["tokens_trained"] for e in each)
+    seconds = max(e["train_seconds"] for e in each)
+    print(f"   {jobs} jobs x 1 thread: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return {"jobs": jobs, "threads_each": 1, "tokens_per_second": round(tokens / seconds, 1),
+            "each_tokens_per_second": [e["tokens_per_second"] for e in each],
+            "peak_rss_mb_each": [e["process_peak_rss_mb"] for e in each]}
 
 
 def _ensure_base() -> None:
@@ -528,15 +549,22 @@ PARTS = {"1": ("generation",), "2": ("residency", "switch"), "3": ("batching",),
          "5": ("prefix",), "6": ("threads",), "7": ("quants",)}
 
 
+def _part_command(args, part: str, *extra: str, threads: int | None = None) -> list[str]:
+    return [sys.executable, __file__, "--part", part, "--threads", str(threads or args.threads or 0),
+            "--n-ctx", str(args.n_ctx), "--analyzer-tokens", str(args.analyzer_tokens),
+            "--informant-tokens", str(args.informant_tokens),
+            "--reasoner-tokens", str(args.reasoner_tokens), *extra]
+
+
 def _subprocess(args, part: str, *extra: str) -> dict:
-    cmd = [sys.executable, __file__, "--part", part, "--threads", str(args.threads or 0),
-           "--n-ctx", str(args.n_ctx), "--analyzer-tokens", str(args.analyzer_tokens),
-           "--informant-tokens", str(args.informant_tokens),
-           "--reasoner-tokens", str(args.reasoner_tokens), *extra]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if done.returncode != 0:  # the child's own error, not just "exit status 1"
-        sys.exit(f"bench part {part} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    done = subprocess.run(_part_command(args, part, *extra), check=False, capture_output=True, text=True)
+    return _child_figures(part, done.returncode, done.stdout, done.stderr)
+
+
+def _child_figures(part: str, returncode: int, stdout: str, stderr: str) -> dict:
+    if returncode != 0:  # the child's own error, not just "exit status 1"
+        sys.exit(f"bench part {part} failed:\n{stderr[-4000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def parse_args():
@@ -706,6 +734,10 @@ def _print_training(t: dict) -> None:
           f"same tokens trained: {t['same_tokens_trained']}")
     print(f"   LM head on target positions / on every position (both dynamic) tok/s: "
           f"{t['speedup_head_on_targets']:.2f}")
+    par = t["parallel"]
+    print(f"   {par['jobs']} trainings at once, 1 thread each: {par['tokens_per_second']:.0f} tok/s together "
+          f"({', '.join(f'{x:.0f}' for x in par['each_tokens_per_second'])} each) vs one with "
+          f"{d['threads']} threads {d['tokens_per_second']:.0f}")
 
 
 def _print_summary(f: dict) -> None:
@@ -769,6 +801,9 @@ def _rows_training(t: dict) -> list[tuple[str, ...]]:
             ("4", "training tok/s, LM head", f"target positions {d['tokens_per_second']:.0f}",
              f"every position {t['full_head']['tokens_per_second']:.0f}", f"{t['speedup_head_on_targets']:.2f}",
              "same loss (tests/trainer)"),
+            ("4", "training tok/s, all cores", f"{t['parallel']['jobs']} jobs x 1 thread "
+             f"{t['parallel']['tokens_per_second']:.0f}", f"1 job x {d['threads']} threads {d['tokens_per_second']:.0f}",
+             f"{t['parallel']['tokens_per_second'] / d['tokens_per_second']:.2f}", "scripts/distill_strategyqa.sh"),
             ("4", "padded-token ratio", f"{d['padded_token_ratio']:.1%}", f"{p['padded_token_ratio']:.1%}", "", ""),
             ("4", "training peak RSS", f"{d[rss]:.0f} MiB", f"{p[rss]:.0f} MiB", _ratio(d[rss], p[rss]), ""),
             ("4", "training process wall", f"{d[wall]:.1f} s", f"{p[wall]:.1f} s", _ratio(d[wall], p[wall]),
