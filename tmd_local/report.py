@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def fold_seeds(results: list[ConfigResult]) -> list[Row]:
 
 
 def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], unscored: int = 0,
-                    panels: list[CurvePanel] = ()) -> str:
+                    panels: Sequence[CurvePanel] = ()) -> str:
     lines = ["# tmd evaluation report", "",
              f"From {', '.join(str(p) for p in sources)}. Accuracy in %, mean ± std over seeds where "
              "several were run, with the 95% Wilson interval over all answers. The answer is the option "
@@ -199,7 +200,7 @@ def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], uns
                   "(they count in no accuracy).", ""]
     lines += majority_lines(rows) + [""]
     lines += _accuracy_table(rows) + [""] + _detail_table(rows) + [""] + _quant_table(rows) + [""]
-    lines += _sensitivity_table(rows) + _learning_curve_table(list(panels)) + _error_source_table(rows)
+    lines += _sensitivity_table(rows) + _learning_curve_table(panels) + _error_source_table(rows)
     for plot in plots:
         lines.append(f"![{plot.stem}]({plot.name})")
     lines += ["", "FLOPs per question = sum over stages of 2 x parameters x (prompt + generated tokens)."]
@@ -396,12 +397,13 @@ def informant_f1s(record: dict) -> list[float]:
 @dataclass
 class CurvePanel:
     """One dataset's learning curve: each line (system, quant, teacher, epochs, lr) with its points
-    (training questions, accuracy %) and the levels (zero-shot, mc, majority class), all on the same
-    test questions."""
+    (training questions, accuracy %), the zero-shot and mc levels and the majority class (letter,
+    accuracy %), all on the same test questions."""
     dataset: str
     common: set[str]
     lines: dict[tuple, list[tuple[int, float]]]
     levels: list[tuple[str, float]]
+    majority: tuple[str, float]
 
 
 def learning_curve(rows: list[Row]) -> list[CurvePanel]:
@@ -422,9 +424,10 @@ def learning_curve(rows: list[Row]) -> list[CurvePanel]:
         lines: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
         for row in points:
             lines[_line_key(row.config)].append((training_questions(row.config), _accuracy_on_ids(row, common)))
-        levels = _levels([r for r in rows if r.config["dataset"] == dataset and r not in candidates],
-                         points[0], common)
-        panels.append(CurvePanel(dataset, common, {k: sorted(v) for k, v in sorted(lines.items())}, levels))
+        levels = _levels([r for r in rows if r.config["dataset"] == dataset and r not in candidates], common)
+        letter, rate = majority_rate([points[0].runs[0].records[i] for i in common])
+        panels.append(CurvePanel(dataset, common, {k: sorted(v) for k, v in sorted(lines.items())}, levels,
+                                 (letter, 100 * rate)))
     return panels
 
 
@@ -444,8 +447,8 @@ def _accuracy_on_ids(row: Row, ids: set[str]) -> float | None:
     return 100 * sum(bool(records[i]["correct"]) for i in ids) / len(ids)
 
 
-def _levels(others: list[Row], reference: Row, common: set[str]) -> list[tuple[str, float]]:
-    """Zero-shot systems and mc on the same questions, then the majority class (always last)."""
+def _levels(others: list[Row], common: set[str]) -> list[tuple[str, float]]:
+    """Zero-shot systems and mc on the same questions."""
     levels = []
     for row in others:
         if training_of(row.config) or row.config["system"] not in ("tmd", "drd", "mc"):
@@ -453,9 +456,7 @@ def _levels(others: list[Row], reference: Row, common: set[str]) -> list[tuple[s
         y = _accuracy_on_ids(row, common)
         if y is not None:
             levels.append((f"{row.config['system'].upper()} zero-shot {student_label(row.config)}", y))
-    sample = reference.runs[0].records
-    letter, rate = majority_rate([sample[i] for i in common])
-    return levels + [(f"majority class ({letter})", 100 * rate)]
+    return levels
 
 
 def plot_learning_curve(panels: list[CurvePanel], out_dir: Path) -> Path | None:
@@ -473,10 +474,10 @@ def plot_learning_curve(panels: list[CurvePanel], out_dir: Path) -> Path | None:
             ax.plot([x for x, _ in xy], [y for _, y in xy], "o-" if key[0] == "TMD" else "s--",
                     label=_line_label(key))
         styles = iter(["-.", ":", (0, (5, 1)), (0, (1, 2)), (0, (3, 1, 1, 1))])
-        *zero_shot, (majority, rate) = panel.levels
-        for label, y in zero_shot:
+        for label, y in panel.levels:
             ax.axhline(y, linestyle=next(styles, ":"), color="grey", label=f"{label}: {y:.1f}")
-        ax.axhline(rate, color="red", linewidth=1, label=f"{majority}: {rate:.1f}")
+        letter, rate = panel.majority
+        ax.axhline(rate, color="red", linewidth=1, label=f"majority class ({letter}): {rate:.1f}")
         ax.set_xscale("log")
         ax.set_title(f"{panel.dataset}: {len(panel.common)} test questions")
         ax.set_xlabel("training questions (teacher data)")
@@ -490,7 +491,7 @@ def plot_learning_curve(panels: list[CurvePanel], out_dir: Path) -> Path | None:
     return path
 
 
-def _learning_curve_table(panels: list[CurvePanel]) -> list[str]:
+def _learning_curve_table(panels: Sequence[CurvePanel]) -> list[str]:
     """The plot's numbers: a row per line, a column per amount of training data."""
     out = []
     for panel in panels:
@@ -502,7 +503,9 @@ def _learning_curve_table(panels: list[CurvePanel]) -> list[str]:
             by_size = dict(xy)
             out.append(f"| {_line_label(key)} | "
                        + " | ".join("-" if by_size.get(n) is None else f"{by_size[n]:.1f}" for n in sizes) + " |")
-        out += [""] + [f"- {label}: {y:.1f}" for label, y in panel.levels] + [""]
+        letter, rate = panel.majority
+        out += [""] + [f"- {label}: {y:.1f}" for label, y in panel.levels]
+        out += [f"- majority class ({letter}): {rate:.1f}", ""]
     return out
 
 
