@@ -355,10 +355,7 @@ def training(args, tmp: Path) -> dict:
     # full_head: dynamic padding, but the LM head over every position (what logits_to_keep saves)
     for mode in TRAIN_MODES:
         started = time.perf_counter()
-        out[mode] = _subprocess(args, "training", "--train-data", str(teacher), "--train-out",
-                                str(tmp / f"adapter-{mode}"), "--train-module", args.train_module,
-                                "--train-steps", str(args.train_steps),
-                                "--train-max-length", str(args.train_max_length),
+        out[mode] = _subprocess(args, "training", *_training_child_args(args, teacher, tmp / f"adapter-{mode}"),
                                 *(["--pad-to-max"] if mode == "pad_to_max" else []),
                                 *(["--full-head"] if mode == "full_head" else []))
         out[mode]["process_wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -371,14 +368,18 @@ def training(args, tmp: Path) -> dict:
     return out
 
 
+def _training_child_args(args, teacher: Path, adapter_out: Path) -> list[str]:
+    """What every part-4 training child is given: the data, its own output folder, module, steps, length."""
+    return ["--train-data", str(teacher), "--train-out", str(adapter_out), "--train-module", args.train_module,
+            "--train-steps", str(args.train_steps), "--train-max-length", str(args.train_max_length)]
+
+
 def _parallel_trainings(args, teacher: Path, tmp: Path, jobs: int = 2) -> dict:
     """`jobs` one-thread trainings at once, as scripts/distill_strategyqa.sh trains its modules:
     tokens of all of them over the longest one's training seconds."""
     started = time.perf_counter()
     children = [subprocess.Popen(
-        _part_command(args, "training", "--train-data", str(teacher), "--train-out", str(tmp / f"adapter-job{k}"),
-                      "--train-module", args.train_module, "--train-steps", str(args.train_steps),
-                      "--train-max-length", str(args.train_max_length), threads=1),
+        _part_command(args, "training", *_training_child_args(args, teacher, tmp / f"adapter-job{k}"), threads=1),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(jobs)]
     outputs = [c.communicate() for c in children]  # waits: returncode is set only after this
     each = [_child_figures("training", c.returncode, *out) for c, out in zip(children, outputs)]

@@ -92,7 +92,6 @@ def open_runtime_source(model, bundle, quant, max_memory, *, systems, memory_bud
     """(source, quant, max_memory): the bundle or zero-shot model to run, with --memory-budget
     resolved into the quant mix it picks and the --max-memory it implies."""
     from .bundle import open_source
-
     from .console import warn_plain
 
     source = open_source(bundle=bundle, model=model)

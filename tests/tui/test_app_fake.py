@@ -2,7 +2,6 @@
 prompts, every panel fills from the pipeline's events, two targets run side by side, a stop and a
 failing module end the run cleanly. test_app_real.py does the same on the real embedded model."""
 
-
 import pytest
 from textual.widgets import Button, Input, Static
 
