@@ -90,10 +90,10 @@ train_module() {  # $1 train questions, $2 module
 
 probe_lr() {  # the learning rate, chosen on held-out train questions: DRD on 400 questions at each rate
     local lr run
+    step "teach-400" "$TMD" teach --dataset strategyqa --split train --limit 400 --teacher gold:rationale \
+        --out "runs/$(name 400 1e-4)/teacher"
     for lr in $LR_PROBE; do
         run=runs/$(name 400 "$lr")
-        step "teach-400" "$TMD" teach --dataset strategyqa --split train --limit 400 --teacher gold:rationale \
-            --out "runs/$(name 400 1e-4)/teacher"
         mkdir -p "$run"
         [[ -e $run/teacher ]] || ln -sfn "$(realpath "runs/$(name 400 1e-4)/teacher")" "$run/teacher"
         step "probe-train-$lr" "$TMD" train --module drd --data "$run/teacher" --out "$run/adapters/drd" \
