@@ -63,6 +63,7 @@ class DataStats:
     prompt_tokens: int = 0
     target_tokens: int = 0
     max_example_tokens: int = 0
+    longest_needed: int = 0     # tokens the longest example would take uncut (prompt + target + EOS)
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -118,6 +119,7 @@ def build_examples(records: list[TeacherRecord], tokenizer, max_length: int,
     examples = []
     for rec, prompt, target in zip(records, prompts, targets):
         target = target + [eos_id]
+        stats.longest_needed = max(stats.longest_needed, len(prompt) + len(target))
         room = max_length - len(target)
         if room < MIN_PROMPT_TOKENS:
             stats.dropped += 1

@@ -154,10 +154,25 @@ def prepare(cfg: TrainConfig, warn: Callable[[str], None] = lambda s: None) -> P
     if not examples:
         raise TmdError(f"{data_file}: no example fits max_length={cfg.max_length} (every target is "
                        f"longer than {cfg.max_length} tokens); raise --max-length")
+    if stats.truncated or stats.dropped:
+        warn(cut_examples_warning(data_file, stats, cfg.max_length, cfg.truncation))
     train_set, eval_set = split_heldout(examples, cfg.eval_fraction, cfg.seed)
     stats.train, stats.eval = len(train_set), len(eval_set)
     return Prepared(data_file, file_sha256(data_file), "+".join(teachers), "+".join(versions),
                     base_dir, tokenizer, train_set, eval_set, stats)
+
+
+def cut_examples_warning(data_file: Path, stats: DataStats, max_length: int, truncation: str) -> str:
+    """What --max-length cost this training set, and the length that keeps every example whole."""
+    fits = -(-stats.longest_needed // 64) * 64  # rounded up to a multiple of 64
+    parts = []
+    if stats.truncated:
+        lost = "middle" if truncation == "middle" else "start"
+        parts.append(f"{stats.truncated} of {stats.records} prompts lose their {lost}")
+    if stats.dropped:
+        parts.append(f"{stats.dropped} examples are dropped (target alone too long)")
+    return (f"{data_file}: at --max-length {max_length} {' and '.join(parts)}; the longest example "
+            f"needs {stats.longest_needed} tokens, --max-length {fits} keeps them all whole")
 
 
 # --- model -----------------------------------------------------------------------------------

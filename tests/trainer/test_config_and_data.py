@@ -14,6 +14,7 @@ from tmd_local.prompts import render_messages
 from trainer.config import TrainConfig, default_target_modules
 from trainer.data import (IGNORE_INDEX, build_examples, collate, length_grouped_batches, load_records,
                           padding_ratio, split_heldout, truncate_prompt)
+from trainer.train import cut_examples_warning
 
 
 def cfg(**changes):
@@ -157,6 +158,10 @@ def test_truncation_keeps_target_and_cuts_prompt(teacher_dir, tokenizer):
                 assert c.input_ids[c.n_prompt - tail:c.n_prompt] == e.input_ids[e.n_prompt - tail:e.n_prompt]
             if how == "left" and c.truncated:
                 assert c.input_ids[:c.n_prompt] == e.input_ids[e.n_prompt - c.n_prompt:e.n_prompt]
+        assert stats.longest_needed == max(len(e) for e in full)
+        warning = cut_examples_warning(Path("reasoner.jsonl"), stats, limit, how)
+        assert f"{stats.truncated} of {len(records)} prompts lose their {how if how == 'middle' else 'start'}" in warning
+        assert f"needs {stats.longest_needed} tokens, --max-length {-(-stats.longest_needed // 64) * 64}" in warning
     assert truncate_prompt(list(range(10)), 4, "middle") == [0, 1, 8, 9]
     assert truncate_prompt(list(range(10)), 4, "left") == [6, 7, 8, 9]
 
