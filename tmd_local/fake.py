@@ -100,15 +100,19 @@ class FakeLoader:
     replies: texts, or functions of the FakePrompt (its `reply` still empty), or one such function.
     option_probs: dicts letter -> probability (normalized over the letters asked), or functions of
         (reasoning, letters); default: uniform, so the first letter wins.
+    probs_before_reasoning: the same for the answer read right after the prompt (functions of letters).
     logprobs: lists of (log-probability, tokens) per continuation, or functions of (context,
         continuations); default: -1 per token, so the shortest continuation wins.
     """
 
     def __init__(self, replies: Script = None, *, option_probs: Script = None, logprobs: Script = None,
+                 probs_before_reasoning: Script = None,
                  seconds_per_token: float = 0.01, load_seconds: float = 0.0, footprint_bytes: int = 0,
                  file_type: str = "fake"):
         self.replies = _Script("reply", replies)
         self.option_probs = _Script("option probabilities", option_probs, uniform_probabilities)
+        self.probs_before_reasoning = _Script("option probabilities before reasoning", probs_before_reasoning,
+                                              lambda letters: uniform_probabilities("", letters))
         self.logprobs = _Script("continuation log-probabilities", logprobs, self._token_count_logprobs)
         self.seconds_per_token, self.load_seconds = seconds_per_token, load_seconds
         self.footprint_bytes, self.file_type = footprint_bytes, file_type
@@ -223,6 +227,12 @@ class FakeModule:
         result = {letter: scored[letter] / (1.0 if abs(total - 1) < 1e-9 else total) for letter in letters}
         self.loader.scorings.append(FakeScoring(self.model.name, "options", reasoning, list(letters), result))
         return result
+
+    def option_probabilities_before_reasoning(self, prompt_ids: list[int], letters: list[str]
+                                              ) -> dict[str, float]:
+        self._check_open()
+        scored = self.loader.probs_before_reasoning.next(list(letters))
+        return {letter: scored[letter] for letter in letters}
 
     def continuation_logprobs(self, context: str, continuations: list[str]) -> list[tuple[float, int]]:
         self._check_open()

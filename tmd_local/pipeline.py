@@ -293,6 +293,12 @@ def _answer(module: Module, trace: Trace, record: StageRecord, gen) -> None:
     record.seconds += time.perf_counter() - started
     trace.answer = max(trace.option_probs, key=trace.option_probs.get)
     trace.answer_source = "stated" if trace.stated_answer == trace.answer else "scored"
+    # Whether the generated reasoning helps: the same module's answer right after its prompt.
+    # After the scored answer, so the KV cache still holds the prompt and only the cue is new.
+    started = time.perf_counter()
+    before = module.option_probabilities_before_reasoning(gen.prompt_ids, list(options))
+    record.seconds += time.perf_counter() - started
+    trace.raw["option_probs_before_reasoning"] = {k: round(v, 6) for k, v in before.items()}
 
 
 def _multiple_choice(module, trace, record, settings, emit) -> None:

@@ -201,6 +201,7 @@ def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], uns
     lines += majority_lines(rows) + [""]
     lines += _accuracy_table(rows) + [""] + _detail_table(rows) + [""] + _quant_table(rows) + [""]
     lines += _sensitivity_table(rows) + _learning_curve_table(panels) + _error_source_table(rows)
+    lines += _reasoning_worth_table(rows)
     for plot in plots:
         lines.append(f"![{plot.stem}]({plot.name})")
     lines += ["", "FLOPs per question = sum over stages of 2 x parameters x (prompt + generated tokens)."]
@@ -350,10 +351,9 @@ def _error_source_table(rows: list[Row]) -> list[str]:
             if row is None:
                 continue
             records = [row.runs[0].records[i] for i in sorted(common)]
-            accuracy = sum(bool(r["correct"]) for r in records) / len(records)
-            low, high = wilson_interval(sum(bool(r["correct"]) for r in records), len(records))
-            lines.append(f"| {dataset} | {student} | {label} | {len(records)} | {100 * accuracy:.1f} "
-                         f"({100 * low:.0f}-{100 * high:.0f}) | {_module_quality(system, records)} |")
+            right = sum(bool(r["correct"]) for r in records)
+            lines.append(f"| {dataset} | {student} | {label} | {len(records)} | "
+                         f"{_percent_ci(right, len(records))} | {_module_quality(system, records)} |")
     if not lines:
         return []
     return ["## Where the errors come from", "",
@@ -390,6 +390,40 @@ def informant_f1s(record: dict) -> list[float]:
     if gold is None:
         return []
     return [token_f1(mine, theirs) for mine, theirs in zip(record.get("knowledge", []), gold[1]) if theirs]
+
+
+# --- does the generated reasoning help? ---------------------------------------------------------
+
+def _reasoning_worth_table(rows: list[Row]) -> list[str]:
+    """Each reasoning system's answer after its reasoning against the same module's answer read
+    right after its prompt (raw.option_probs_before_reasoning), on the questions that have both."""
+    lines = []
+    for row in sorted(rows, key=lambda r: (r.config["dataset"], r.config["system"], student_label(r.config))):
+        records = [r for r in row.runs[0].records.values()
+                   if r.get("raw", {}).get("option_probs_before_reasoning") and r.get("answer_source")]
+        if not records:
+            continue
+        before = [max(p, key=p.get) for p in (r["raw"]["option_probs_before_reasoning"] for r in records)]
+        after_right = sum(bool(r["correct"]) for r in records)
+        before_right = sum(letter == r["gold"] for letter, r in zip(before, records))
+        changed = sum(letter != r["answer"] for letter, r in zip(before, records))
+        c = row.config
+        lines.append(f"| {c['system'].upper()} | {c['dataset']} | {student_label(c)} | {tuned_label(c)} | "
+                     f"{len(records)} | {_percent_ci(after_right, len(records))} | "
+                     f"{_percent_ci(before_right, len(records))} | {100 * changed / len(records):.0f}% |")
+    if not lines:
+        return []
+    return ["## Does the generated reasoning help?", "",
+            "The answer after the module's own reasoning (the headline) against the same module's answer "
+            "read right after its prompt, before it reasons (for TMD: after the subquestions and "
+            "knowledge), on the same questions.", "",
+            "| system | dataset | student | fine-tuned | n | after reasoning | before reasoning | answers changed |",
+            "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def _percent_ci(right: int, n: int) -> str:
+    low, high = wilson_interval(right, n)
+    return f"{100 * right / n:.1f} ({100 * low:.0f}-{100 * high:.0f})"
 
 
 # --- learning curve ---------------------------------------------------------------------------

@@ -223,6 +223,12 @@ class LoadedModule:
         ids = self._letter_token_ids(letters)
         return softmax_over({letter: float(logits[i]) for letter, i in ids.items()})
 
+    def option_probabilities_before_reasoning(self, prompt_ids: list[int], letters: list[str]
+                                              ) -> dict[str, float]:
+        """P(letter | prompt + "\nFinal Answer:"): the answer the module would give without reasoning.
+        Run after option_probabilities, so the cache holds the prompt and only the cue is evaluated."""
+        return self.option_probabilities(prompt_ids, "", letters)
+
     def continuation_logprobs(self, context: str, continuations: list[str]) -> list[tuple[float, int]]:
         """(sum of log-probabilities, token count) of each continuation after `context`, as
         lm-evaluation-harness scores multiple choice; the context is evaluated once."""
@@ -421,6 +427,8 @@ class Module(Protocol):
                  ) -> Generation: ...
     def option_probabilities(self, prompt_ids: list[int], reasoning: str, letters: list[str]
                              ) -> dict[str, float]: ...
+    def option_probabilities_before_reasoning(self, prompt_ids: list[int], letters: list[str]
+                                              ) -> dict[str, float]: ...
     def continuation_logprobs(self, context: str, continuations: list[str]) -> list[tuple[float, int]]: ...
     def render(self, messages: list[dict]) -> str: ...
     def tokenize(self, text: str) -> list[int]: ...

@@ -49,7 +49,8 @@ def test_tmd_sends_each_stage_the_prompt_built_from_the_previous_one():
     assert "1. What do plants use to make food?\nKnowledge: Sunlight." in loader.prompts[3].text
     assert (trace.stated_answer, trace.answer, trace.answer_source, trace.correct) == ("B", "B", "stated", True)
     assert trace.raw == {"analyzer": ANALYZER_REPLY, "informant": ["Sunlight.", "The sun."],
-                         "reasoner": "1. Plants use sunlight.\nFinal Answer: B"}
+                         "reasoner": "1. Plants use sunlight.\nFinal Answer: B",
+                         "option_probs_before_reasoning": {"A": 0.25, "B": 0.25, "C": 0.25, "D": 0.25}}
     assert loader.loads == ["analyzer", "informant", "reasoner"] and loader.open_modules == []
 
 
@@ -64,6 +65,13 @@ def test_the_answer_is_scored_on_the_reasoning_before_its_final_answer_line():
     assert (trace.stated_answer, trace.answer, trace.answer_source) == ("A", "B", "scored")
     assert trace.option_probs == {"A": 0.2, "B": 0.5, "C": 0.2, "D": 0.1}
     assert loader.prompts[0].messages == prompts.drd_messages(PLANTS)
+
+
+def test_the_answer_before_reasoning_is_recorded_beside_the_scored_one():
+    loader = FakeLoader(["Plants need light.\nFinal Answer: B"], option_probs=[{"A": 0.2, "B": 0.8}],
+                        probs_before_reasoning=[{"A": 0.7, "B": 0.3}])
+    trace = run("drd", [PENGUIN], loader.module_set(), settings(), pool=loader.pool())[0]
+    assert trace.answer == "B" and trace.raw["option_probs_before_reasoning"] == {"A": 0.7, "B": 0.3}
 
 
 def test_reasoning_without_an_answer_line_still_lands_on_an_option():

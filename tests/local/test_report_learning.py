@@ -44,6 +44,9 @@ def write(path, cfg, answers: list[str], stated: list, golds: list[str], **field
                       "stages": stages, "wall_seconds": 1.0}
             if "answer_norm" in fields:
                 record["answer_norm"] = fields["answer_norm"][i]
+            if "before" in fields:  # the letter the module favours before it reasons
+                record["raw"] = {"option_probs_before_reasoning": {"A": 0.3, "B": 0.7} if fields["before"][i] == "B"
+                                 else {"A": 0.7, "B": 0.3}}
             f.write(json.dumps(record) + "\n")
 
 
@@ -117,3 +120,15 @@ def test_learning_curve_and_error_sources(tmp_path):
     assert "| 100.0 (" in rows[2] and "ceiling" in rows[2]                # gold subquestions + facts
     f1 = float(rows[1].split("Informant F1 ")[1].split()[0])
     assert 0.3 < f1 < 1.0  # one exact fact, one miss
+
+
+def test_reasoning_worth_compares_answers_before_and_after_the_reasoning(tmp_path):
+    results = tmp_path / "r.jsonl"
+    write(results, config("drd", "sqa1603", 1603), ["B", "A", "A", "B"], ["B", None, "A", "B"], GOLDS,
+          before=["B", "B", "B", "B"])  # after: 1 of 4 right; before: always B, 3 of 4
+    write(results, config("mc"), GOLDS, [None] * 4, GOLDS)  # no reasoning: no row
+    text = write_report([results], tmp_path / "report.md").read_text()
+    section = text.split("## Does the generated reasoning help?")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # past the header
+    assert len(rows) == 1 and rows[0].startswith("| DRD | strategyqa |")
+    assert "| 4 | 25.0 (" in rows[0] and "| 75.0 (" in rows[0] and rows[0].endswith("| 50% |")

@@ -50,6 +50,33 @@ def test_scoring_reuses_the_kv_cache_of_prompt_and_reasoning(embedded_model):
     assert all(abs(probs[k] - cold[k]) < 0.05 for k in probs)
 
 
+def test_answer_before_reasoning_reads_the_cached_prompt_only(embedded_model):
+    """The diagnostic answer (right after the prompt, no reasoning) evaluates only the cue after the
+    reasoning's scoring, equals a from-scratch pass, and lands in the trace's raw record."""
+    from tmd_local import prompts
+
+    q = DEMO_QUESTIONS[2]
+    module = LoadedModule(embedded_model, small_settings(drd=40))
+    evaluated = []
+    original = module._llm.eval
+    module._llm.eval = lambda tokens: (evaluated.append(len(tokens)), original(tokens))[1]
+    try:
+        gen = module.generate(prompts.drd_messages(q), 40)
+        module.option_probabilities(gen.prompt_ids, gen.text, list(q.options))
+        evaluated.clear()
+        before = module.option_probabilities_before_reasoning(gen.prompt_ids, list(q.options))
+        assert sum(evaluated) <= len(module.tokenize(ANSWER_CUE)) + 1
+        module._llm.reset()
+        cold = module.option_probabilities_before_reasoning(gen.prompt_ids, list(q.options))
+    finally:
+        module.close()
+    assert all(abs(before[k] - cold[k]) < 0.05 for k in before)
+    trace = run("drd", [q], ModuleSet.single(embedded_model), small_settings(drd=40))[0]
+    recorded = trace.to_dict()["raw"]["option_probs_before_reasoning"]
+    assert set(recorded) == set(q.options) and math.isclose(sum(recorded.values()), 1, rel_tol=1e-4)
+    assert all(abs(recorded[k] - cold[k]) < 0.05 for k in recorded)
+
+
 def test_mc_log_likelihoods_match_a_full_teacher_forced_pass(embedded_model):
     """The mc system's per-option sums equal log-softmax sums read from one pass with all logits."""
     import numpy as np
