@@ -399,11 +399,10 @@ def _reasoning_worth_table(rows: list[Row]) -> list[str]:
     right after its prompt (raw.option_probs_before_reasoning), on the questions that have both."""
     lines = []
     for row in sorted(rows, key=lambda r: (r.config["dataset"], r.config["system"], student_label(r.config))):
-        records = [r for r in row.runs[0].records.values()
-                   if r.get("raw", {}).get("option_probs_before_reasoning") and r.get("answer_source")]
+        records = [r for r in row.runs[0].records.values() if _probs_before_reasoning(r) and r.get("answer_source")]
         if not records:
             continue
-        before = [max(p, key=p.get) for p in (r["raw"]["option_probs_before_reasoning"] for r in records)]
+        before = [max(p, key=p.get) for p in map(_probs_before_reasoning, records)]
         after_right = sum(bool(r["correct"]) for r in records)
         before_right = sum(letter == r["gold"] for letter, r in zip(before, records))
         changed = sum(letter != r["answer"] for letter, r in zip(before, records))
@@ -419,6 +418,15 @@ def _reasoning_worth_table(rows: list[Row]) -> list[str]:
             "knowledge), on the same questions.", "",
             "| system | dataset | student | fine-tuned | n | after reasoning | before reasoning | answers changed |",
             "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def _probs_before_reasoning(record: dict) -> dict | None:
+    """The recorded probabilities, or None where a record has none (or a hand-edited, broken one)."""
+    raw = record.get("raw")
+    probs = raw.get("option_probs_before_reasoning") if isinstance(raw, dict) else None
+    if not isinstance(probs, dict) or not probs:
+        return None
+    return probs if all(isinstance(v, (int, float)) for v in probs.values()) else None
 
 
 def _percent_ci(right: int, n: int) -> str:

@@ -127,6 +127,9 @@ def test_reasoning_worth_compares_answers_before_and_after_the_reasoning(tmp_pat
     write(results, config("drd", "sqa1603", 1603), ["B", "A", "A", "B"], ["B", None, "A", "B"], GOLDS,
           before=["B", "B", "B", "B"])  # after: 1 of 4 right; before: always B, 3 of 4
     write(results, config("mc"), GOLDS, [None] * 4, GOLDS)  # no reasoning: no row
+    with results.open("a") as f:  # a hand-edited record whose raw is no object: left out, no traceback
+        broken = json.loads(results.read_text().splitlines()[0])
+        f.write(json.dumps({**broken, "id": "q9", "raw": ["x"]}) + "\n")
     text = write_report([results], tmp_path / "report.md").read_text()
     section = text.split("## Does the generated reasoning help?")[1]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # past the header
