@@ -451,7 +451,9 @@ class CurvePanel:
 def learning_curve(rows: list[Row]) -> list[CurvePanel]:
     """Fine-tuned TMD and DRD (every module fine-tuned) trained on at least two amounts of data; a
     configuration seen at one size only (another learning rate, another quant) is no curve and would
-    only shrink the questions every point shares."""
+    only shrink the questions every point shares. Test split only: held-out train questions (the
+    rows that chose the learning rate) are no curve point."""
+    rows = [r for r in rows if r.config["split"] == "test"]
     candidates = [r for r in rows if r.config["system"] in ("tmd", "drd") and training_questions(r.config)
                   and "zero-shot" not in tuned_label(r.config)
                   and set(tuned_label(r.config).split(", ")) >= set(r.config["models"])]
@@ -463,6 +465,8 @@ def learning_curve(rows: list[Row]) -> list[CurvePanel]:
     for dataset in sorted({r.config["dataset"] for r in curve}):
         points = [r for r in curve if r.config["dataset"] == dataset]
         common = set.intersection(*(set(r.runs[0].records) for r in points))
+        if not common:
+            continue  # no question every point answered: nothing to compare
         lines: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
         for row in points:
             lines[_line_key(row.config)].append((training_questions(row.config), _accuracy_on_ids(row, common)))

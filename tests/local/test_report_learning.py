@@ -96,6 +96,8 @@ def test_learning_curve_and_error_sources(tmp_path):
               subquestions=["Which ship recovered Apollo 13?"])
         write(results, config("drd", f"sqa{n}", n), answers, answers, GOLDS)
     write(results, config("drd"), ["A"] * 4, ["A"] * 4, GOLDS)
+    dev = {**config("drd", "sqa50", 50), "split": "train"}  # a choice on held-out train: no curve point
+    write(results, dev, GOLDS, GOLDS, GOLDS)
     other_rate = config("tmd", "sqa400-lr", 400)  # one size only, on 2 of the 4 questions: no line
     other_rate["models"]["reasoner"]["training"]["lr"] = 1e-3
     write(results, other_rate, GOLDS[:2], GOLDS[:2], GOLDS[:2])
