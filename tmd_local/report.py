@@ -399,10 +399,12 @@ def _reasoning_worth_table(rows: list[Row]) -> list[str]:
     right after its prompt (raw.option_probs_before_reasoning), on the questions that have both."""
     lines = []
     for row in sorted(rows, key=lambda r: (r.config["dataset"], r.config["system"], student_label(r.config))):
-        records = [r for r in row.runs[0].records.values() if _probs_before_reasoning(r) and r.get("answer_source")]
-        if not records:
+        pairs = [(r, probs) for r in row.runs[0].records.values()
+                 if r.get("answer_source") and (probs := _probs_before_reasoning(r))]
+        if not pairs:
             continue
-        before = [max(p, key=p.get) for p in map(_probs_before_reasoning, records)]
+        records = [r for r, _ in pairs]
+        before = [max(probs, key=probs.get) for _, probs in pairs]
         after_right = sum(bool(r["correct"]) for r in records)
         before_right = sum(letter == r["gold"] for letter, r in zip(before, records))
         changed = sum(letter != r["answer"] for letter, r in zip(before, records))
