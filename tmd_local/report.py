@@ -543,18 +543,34 @@ def _learning_curve_table(panels: Sequence[CurvePanel]) -> list[str]:
     """The plot's numbers: a row per line, a column per amount of training data."""
     out = []
     for panel in panels:
-        sizes = sorted({x for xy in panel.lines.values() for x, _ in xy})
+        columns = size_columns({x for xy in panel.lines.values() for x, _ in xy})
         out += [f"## Learning curve ({panel.dataset}, the same {len(panel.common)} test questions)", "",
                 "Accuracy (%) by questions the answering module (Reasoner or DRD) was trained on.", "",
-                "| system | " + " | ".join(f"{n} q" for n in sizes) + " |", "|---" * (1 + len(sizes)) + "|"]
+                "| system | " + " | ".join(_size_label(c) for c in columns) + " |", "|---" * (1 + len(columns)) + "|"]
         for key, xy in panel.lines.items():
-            by_size = dict(xy)
+            cells = [[y for x, y in xy if x in column and y is not None] for column in columns]
             out.append(f"| {_line_label(key)} | "
-                       + " | ".join("-" if by_size.get(n) is None else f"{by_size[n]:.1f}" for n in sizes) + " |")
+                       + " | ".join("/".join(f"{y:.1f}" for y in c) if c else "-" for c in cells) + " |")
         letter, rate = panel.majority
         out += [""] + [f"- {label}: {y:.1f}" for label, y in panel.levels]
         out += [f"- majority class ({letter}): {rate:.1f}", ""]
     return out
+
+
+def size_columns(sizes: set[int], tolerance: float = 0.02) -> list[list[int]]:
+    """Training sizes within 2% of each other share a column: one teacher run gives DRD and the Reasoner
+    a question or two apart (the teacher's filter drops different records, then 5% are held out)."""
+    columns: list[list[int]] = []
+    for n in sorted(sizes):
+        if columns and n <= columns[-1][0] * (1 + tolerance):
+            columns[-1].append(n)
+        else:
+            columns.append([n])
+    return columns
+
+
+def _size_label(column: list[int]) -> str:
+    return f"{column[0]} q" if len(column) == 1 else f"{column[0]}-{column[-1]} q"
 
 
 FIGURE_AXES = (("accuracy_vs_flops", "GFLOPs per question", lambda r: r.runs[0].flops_per_question() / 1e9),

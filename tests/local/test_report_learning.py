@@ -4,8 +4,8 @@ majority class, mc's acc_norm, the learning curve over training questions, and t
 
 import json
 
-from tmd_local.report import (fold_seeds, load_results, majority_rate, readme_table, training_label,
-                              write_report)
+from tmd_local.report import (fold_seeds, load_results, majority_rate, readme_table, size_columns,
+                              training_label, write_report)
 
 GOLD_FACTS = ["Apollo 13 was recovered by the USS Iwo Jima.", "Iwo Jima was a World War II battle."]
 QUESTION = {"question": "Was the ship that recovered Apollo 13 named after a World War II battle?",
@@ -94,7 +94,8 @@ def test_learning_curve_and_error_sources(tmp_path):
         answers = [g if i < right else ("A" if g == "B" else "B") for i, g in enumerate(GOLDS)]
         write(results, config("tmd", f"sqa{n}", n), answers, answers, GOLDS,
               subquestions=["Which ship recovered Apollo 13?"])
-        write(results, config("drd", f"sqa{n}", n), answers, answers, GOLDS)
+        # one teacher run trains DRD on a question or two fewer than the Reasoner (its filter differs)
+        write(results, config("drd", f"sqa{n}", n - (n == 1603)), answers, answers, GOLDS)
     write(results, config("drd"), ["A"] * 4, ["A"] * 4, GOLDS)
     dev = {**config("drd", "sqa50", 50), "split": "train"}  # a choice on held-out train: no curve point
     write(results, dev, GOLDS, GOLDS, GOLDS)
@@ -109,7 +110,8 @@ def test_learning_curve_and_error_sources(tmp_path):
     assert (tmp_path / "reports" / "learning_curve.png").stat().st_size > 10_000
     assert "![learning_curve](learning_curve.png)" in text
     curve = text.split("## Learning curve (strategyqa, the same 4 test questions)")[1].split("##")[0]
-    assert "| system | 100 q | 400 q | 1603 q |" in curve
+    assert "| system | 100 q | 400 q | 1602-1603 q |" in curve  # one column for one teacher run
+    assert "| DRD q8_0, gold:rationale, 1 ep | 25.0 | 50.0 | 75.0 |" in curve
     assert "| TMD q8_0, gold:rationale, 1 ep | 25.0 | 50.0 | 75.0 |" in curve
     assert "lr 0.001" not in curve  # the single-size configuration
     assert "- DRD zero-shot smollm2 q4_1: 25.0" in curve
@@ -137,3 +139,9 @@ def test_reasoning_worth_compares_answers_before_and_after_the_reasoning(tmp_pat
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # past the header
     assert len(rows) == 1 and rows[0].startswith("| DRD | strategyqa |")
     assert "| 4 | 25.0 (" in rows[0] and "| 75.0 (" in rows[0] and rows[0].endswith("| 50% |")
+
+
+def test_sizes_a_question_or_two_apart_share_a_column():
+    assert size_columns({95, 379, 1518, 1519}) == [[95], [379], [1518, 1519]]
+    assert size_columns({100, 101, 400}) == [[100, 101], [400]]
+    assert size_columns({100, 110}) == [[100], [110]]
