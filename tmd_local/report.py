@@ -7,6 +7,7 @@ context-length term (small at these lengths) and the saving of the KV cache.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -201,7 +202,7 @@ def render_markdown(rows: list[Row], sources: list[Path], plots: list[Path], uns
     lines += majority_lines(rows) + [""]
     lines += _accuracy_table(rows) + [""] + _detail_table(rows) + [""] + _quant_table(rows) + [""]
     lines += _sensitivity_table(rows) + _learning_curve_table(panels) + _error_source_table(rows)
-    lines += _reasoning_worth_table(rows)
+    lines += _tmd_vs_drd_table(rows) + _reasoning_worth_table(rows)
     for plot in plots:
         lines.append(f"![{plot.stem}]({plot.name})")
     lines += ["", "FLOPs per question = sum over stages of 2 x parameters x (prompt + generated tokens)."]
@@ -434,6 +435,51 @@ def _probs_before_reasoning(record: dict) -> dict | None:
 def _percent_ci(right: int, n: int) -> str:
     low, high = wilson_interval(right, n)
     return f"{100 * right / n:.1f} ({100 * low:.0f}-{100 * high:.0f})"
+
+
+# --- TMD against DRD on the same questions ----------------------------------------------------
+
+def _tmd_vs_drd_table(rows: list[Row]) -> list[str]:
+    """TMD and DRD of one student (bundle and quant) on the questions both answered: the paper's claim
+    is TMD >= DRD, and two accuracies with overlapping intervals cannot say whether one is ahead."""
+    pairs: dict[tuple, dict[str, Row]] = defaultdict(dict)
+    for row in rows:
+        c = row.config
+        if c["system"] in ("tmd", "drd"):
+            pairs[(c["dataset"], c["split"], c["teacher"], student_label(c))][c["system"]] = row
+    lines = []
+    for (dataset, split, _, student), pair in sorted(pairs.items()):
+        if len(pair) < 2:
+            continue
+        tmd, drd = pair["tmd"].runs[0].records, pair["drd"].runs[0].records
+        common = [i for i in tmd if i in drd and tmd[i]["correct"] is not None]
+        if not common:
+            continue
+        tmd_only = sum(bool(tmd[i]["correct"]) and not drd[i]["correct"] for i in common)
+        drd_only = sum(bool(drd[i]["correct"]) and not tmd[i]["correct"] for i in common)
+        n, tmd_right = len(common), sum(bool(tmd[i]["correct"]) for i in common)
+        drd_right = sum(bool(drd[i]["correct"]) for i in common)
+        where = dataset if split == "test" else f"{dataset} ({split})"
+        lines.append(f"| {where} | {student} | {n} | {100 * tmd_right / n:.1f} | {100 * drd_right / n:.1f} | "
+                     f"{100 * (tmd_right - drd_right) / n:+.1f} | {tmd_only} / {drd_only} | "
+                     f"{mcnemar_p(tmd_only, drd_only):.2f} |")
+    if not lines:
+        return []
+    return ["## TMD against DRD, question by question", "",
+            "The same student's TMD and DRD on the questions both answered. Right by one only: questions "
+            "only TMD / only DRD got right; p: exact two-sided McNemar test (binomial on those questions), "
+            "the chance of a gap at least this large if neither system were better.", "",
+            "| dataset | student | n | TMD | DRD | TMD - DRD | right by one only (TMD / DRD) | p |",
+            "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value: under no difference the b + c discordant questions split 50/50."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 # --- learning curve ---------------------------------------------------------------------------

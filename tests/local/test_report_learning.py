@@ -4,8 +4,8 @@ majority class, mc's acc_norm, the learning curve over training questions, and t
 
 import json
 
-from tmd_local.report import (fold_seeds, load_results, majority_rate, readme_table, size_columns,
-                              training_label, write_report)
+from tmd_local.report import (fold_seeds, load_results, majority_rate, mcnemar_p, readme_table,
+                              size_columns, training_label, write_report)
 
 GOLD_FACTS = ["Apollo 13 was recovered by the USS Iwo Jima.", "Iwo Jima was a World War II battle."]
 QUESTION = {"question": "Was the ship that recovered Apollo 13 named after a World War II battle?",
@@ -116,7 +116,7 @@ def test_learning_curve_and_error_sources(tmp_path):
     assert "lr 0.001" not in curve  # the single-size configuration
     assert "- DRD zero-shot smollm2 q4_1: 25.0" in curve
     assert "- majority class (B): 75.0" in curve
-    section = text.split("## Where the errors come from")[1]
+    section = text.split("## Where the errors come from")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| strategyqa")]
     assert len(rows) == 3
     assert "| 75.0 (" in rows[0] and "Analyzer F1" in rows[0]             # TMD as it runs
@@ -145,3 +145,22 @@ def test_sizes_a_question_or_two_apart_share_a_column():
     assert size_columns({95, 379, 1518, 1519}) == [[95], [379], [1518, 1519]]
     assert size_columns({100, 101, 400}) == [[100, 101], [400]]
     assert size_columns({100, 110}) == [[100], [110]]
+
+
+def test_tmd_against_drd_counts_the_questions_only_one_got_right(tmp_path):
+    results = tmp_path / "r.jsonl"
+    write(results, config("tmd", "sqa1603", 1603), ["B", "B", "B", "B"], ["B"] * 4, GOLDS)  # 3 of 4
+    write(results, config("drd", "sqa1603", 1603), ["A", "A", "B", "A"], ["A"] * 4, GOLDS)  # 2 of 4
+    text = write_report([results], tmp_path / "report.md").read_text()
+    section = text.split("## TMD against DRD, question by question")[1].split("##")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| strategyqa"))
+    # q0, q1: only TMD right; q3: only DRD right
+    assert row == "| strategyqa | sqa1603 q8_0 | 4 | 75.0 | 50.0 | +25.0 | 2 / 1 | 1.00 |"
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial():
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 0) == 2 / 32
+    assert mcnemar_p(0, 10) == 2 / 1024
+    assert mcnemar_p(30, 30) == 1.0
+    assert 0.04 < mcnemar_p(60, 40) < 0.06  # 100 discordant, 60/40: p about 0.057
