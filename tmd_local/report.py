@@ -327,6 +327,11 @@ ERROR_SOURCE_SYSTEMS = (("tmd", "TMD: Analyzer -> Informant -> Reasoner"),
                         ("tmd-gold-facts", "gold subquestions + gold facts -> Reasoner (its ceiling)"))
 
 
+def dataset_label(dataset: str, split: str) -> str:
+    """'strategyqa' for test, 'strategyqa (train)' for held-out train questions used for choices."""
+    return dataset if split == "test" else f"{dataset} ({split})"
+
+
 def _reasoner_family(config: dict) -> tuple:
     """Rows whose Reasoner is the same model on the same data: TMD and its gold-input variants."""
     reasoner = config["models"].get("reasoner", {})
@@ -340,7 +345,8 @@ def _error_source_table(rows: list[Row]) -> list[str]:
         if row.config["system"] in dict(ERROR_SOURCE_SYSTEMS):
             families[_reasoner_family(row.config)][row.config["system"]] = row
     lines = []
-    for (dataset, *_), by_system in sorted(families.items(), key=lambda item: str(item[0])):
+    test_first = sorted(families.items(), key=lambda item: (item[0][0], item[0][1] != "test", str(item[0])))
+    for (dataset, split, *_), by_system in test_first:
         if len(by_system) < 2:
             continue
         common = set.intersection(*(set(r.runs[0].records) for r in by_system.values()))
@@ -353,7 +359,7 @@ def _error_source_table(rows: list[Row]) -> list[str]:
                 continue
             records = [row.runs[0].records[i] for i in sorted(common)]
             right = sum(bool(r["correct"]) for r in records)
-            lines.append(f"| {dataset} | {student} | {label} | {len(records)} | "
+            lines.append(f"| {dataset_label(dataset, split)} | {student} | {label} | {len(records)} | "
                          f"{_percent_ci(right, len(records))} | {_module_quality(system, records)} |")
     if not lines:
         return []
@@ -459,8 +465,7 @@ def _tmd_vs_drd_table(rows: list[Row]) -> list[str]:
         drd_only = sum(bool(drd[i]["correct"]) and not tmd[i]["correct"] for i in common)
         n, tmd_right = len(common), sum(bool(tmd[i]["correct"]) for i in common)
         drd_right = sum(bool(drd[i]["correct"]) for i in common)
-        where = dataset if split == "test" else f"{dataset} ({split})"
-        lines.append(f"| {where} | {student} | {n} | {100 * tmd_right / n:.1f} | {100 * drd_right / n:.1f} | "
+        lines.append(f"| {dataset_label(dataset, split)} | {student} | {n} | {100 * tmd_right / n:.1f} | {100 * drd_right / n:.1f} | "
                      f"{100 * (tmd_right - drd_right) / n:+.1f} | {tmd_only} / {drd_only} | "
                      f"{mcnemar_p(tmd_only, drd_only):.2f} |")
     if not lines:
@@ -696,7 +701,7 @@ def readme_table(rows: list[Row], report_path: Path, sources: list[Path]) -> lis
         if c["system"] == "mc":
             norm = run.norm_accuracy()
             stated = (f"- (acc_norm {100 * norm:.1f})" if norm is not None else "-", "-")
-        dataset = c["dataset"] + ("" if c["split"] == "test" else f" ({c['split']})")
+        dataset = dataset_label(c["dataset"], c["split"])
         out.append(f"| {dataset} | {c['system'].upper()} | {student_label(c)} | {c['teacher']} | "
                    f"{training_label(c)} | {row.n} | {100 * mean:.1f} ({100 * low:.0f}-{100 * high:.0f}) | "
                    f"{stated[0]} | {stated[1]} | {run.seconds_per_question():.1f} | {run.peak_rss_mb():.0f} |")

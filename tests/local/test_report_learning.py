@@ -105,6 +105,8 @@ def test_learning_curve_and_error_sources(tmp_path):
     write(results, config("tmd-gold-subq", "sqa1603", 1603), GOLDS, GOLDS, GOLDS,
           subquestions=["x"], knowledge=["Apollo 13 was recovered by the USS Iwo Jima.", "nothing", ""])
     write(results, config("tmd-gold-facts", "sqa1603", 1603), GOLDS, GOLDS, GOLDS)
+    for system in ("tmd", "tmd-gold-facts"):  # the same rows on held-out train questions: after test
+        write(results, {**config(system, "sqa1603", 1603), "split": "train"}, GOLDS, GOLDS, GOLDS)
     report = write_report([results], tmp_path / "reports" / "report.md")
     text = report.read_text()
     assert (tmp_path / "reports" / "learning_curve.png").stat().st_size > 10_000
@@ -118,7 +120,7 @@ def test_learning_curve_and_error_sources(tmp_path):
     assert "- majority class (B): 75.0" in curve
     section = text.split("## Where the errors come from")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| strategyqa")]
-    assert len(rows) == 3
+    assert len(rows) == 5 and all(r.startswith("| strategyqa (train) |") for r in rows[3:])
     assert "| 75.0 (" in rows[0] and "Analyzer F1" in rows[0]             # TMD as it runs
     assert "| 100.0 (" in rows[1] and "Informant F1" in rows[1]           # gold subquestions
     assert "| 100.0 (" in rows[2] and "ceiling" in rows[2]                # gold subquestions + facts
