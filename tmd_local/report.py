@@ -324,7 +324,7 @@ def _agreement(reference: Row, row: Row) -> float | None:
 
 ERROR_SOURCE_SYSTEMS = (("tmd", "TMD: Analyzer -> Informant -> Reasoner"),
                         ("tmd-gold-subq", "gold subquestions -> Informant -> Reasoner"),
-                        ("tmd-gold-facts", "gold subquestions + gold facts -> Reasoner (its ceiling)"))
+                        ("tmd-gold-facts", "gold subquestions + gold facts -> Reasoner (perfect knowledge)"))
 
 
 def dataset_label(dataset: str, split: str) -> str:
@@ -569,9 +569,15 @@ def plot_learning_curve(panels: list[CurvePanel], out_dir: Path) -> Path | None:
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, panel in zip(axes[0], panels):
+        n = len(panel.common)
         for key, xy in panel.lines.items():
-            ax.plot([x for x, _ in xy], [y for _, y in xy], "o-" if key[0] == "TMD" else "s--",
-                    label=_line_label(key))
+            xy = [(x, y) for x, y in xy if y is not None]
+            # the 95% Wilson interval of each point: at a few hundred questions it spans +-7 points
+            bounds = [wilson_interval(round(y * n / 100), n) for _, y in xy]
+            below = [y - 100 * low for (_, y), (low, _) in zip(xy, bounds)]
+            above = [100 * high - y for (_, y), (_, high) in zip(xy, bounds)]
+            ax.errorbar([x for x, _ in xy], [y for _, y in xy], yerr=[below, above], capsize=3,
+                        fmt="o-" if key[0] == "TMD" else "s--", label=_line_label(key) + " (95% CI)")
         styles = iter(["-.", ":", (0, (5, 1)), (0, (1, 2)), (0, (3, 1, 1, 1))])
         for label, y in panel.levels:
             ax.axhline(y, linestyle=next(styles, ":"), color="grey", label=f"{label}: {y:.1f}")

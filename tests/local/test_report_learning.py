@@ -123,7 +123,7 @@ def test_learning_curve_and_error_sources(tmp_path):
     assert len(rows) == 5 and all(r.startswith("| strategyqa (train) |") for r in rows[3:])
     assert "| 75.0 (" in rows[0] and "Analyzer F1" in rows[0]             # TMD as it runs
     assert "| 100.0 (" in rows[1] and "Informant F1" in rows[1]           # gold subquestions
-    assert "| 100.0 (" in rows[2] and "ceiling" in rows[2]                # gold subquestions + facts
+    assert "| 100.0 (" in rows[2] and "perfect knowledge" in rows[2]  # gold subquestions + facts
     f1 = float(rows[1].split("Informant F1 ")[1].split()[0])
     assert 0.3 < f1 < 1.0  # one exact fact, one miss
 
