@@ -463,11 +463,11 @@ def _tmd_vs_drd_table(rows: list[Row]) -> list[str]:
             continue
         tmd_only = sum(bool(tmd[i]["correct"]) and not drd[i]["correct"] for i in common)
         drd_only = sum(bool(drd[i]["correct"]) and not tmd[i]["correct"] for i in common)
-        n, tmd_right = len(common), sum(bool(tmd[i]["correct"]) for i in common)
-        drd_right = sum(bool(drd[i]["correct"]) for i in common)
-        lines.append(f"| {dataset_label(dataset, split)} | {student} | {n} | {100 * tmd_right / n:.1f} | {100 * drd_right / n:.1f} | "
-                     f"{100 * (tmd_right - drd_right) / n:+.1f} | {tmd_only} / {drd_only} | "
-                     f"{mcnemar_p(tmd_only, drd_only):.2f} |")
+        n = len(common)
+        tmd_pct = 100 * sum(bool(tmd[i]["correct"]) for i in common) / n
+        drd_pct = 100 * sum(bool(drd[i]["correct"]) for i in common) / n
+        lines.append(f"| {dataset_label(dataset, split)} | {student} | {n} | {tmd_pct:.1f} | {drd_pct:.1f} | "
+                     f"{tmd_pct - drd_pct:+.1f} | {tmd_only} / {drd_only} | {mcnemar_p(tmd_only, drd_only):.2f} |")
     if not lines:
         return []
     return ["## TMD against DRD, question by question", "",
@@ -603,7 +603,8 @@ def _learning_curve_table(panels: Sequence[CurvePanel]) -> list[str]:
         columns = size_columns({x for xy in panel.lines.values() for x, _ in xy})
         out += [f"## Learning curve ({panel.dataset}, the same {len(panel.common)} test questions)", "",
                 "Accuracy (%) by questions the answering module (Reasoner or DRD) was trained on.", "",
-                "| system | " + " | ".join(_size_label(c) for c in columns) + " |", "|---" * (1 + len(columns)) + "|"]
+                "| system | " + " | ".join(_size_label(c) for c in columns) + " |",
+                "|---" * (1 + len(columns)) + "|"]
         for key, xy in panel.lines.items():
             cells = [[y for x, y in xy if x in column and y is not None] for column in columns]
             out.append(f"| {_line_label(key)} | "
