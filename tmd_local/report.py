@@ -571,7 +571,6 @@ def plot_learning_curve(panels: list[CurvePanel], out_dir: Path) -> Path | None:
     for ax, panel in zip(axes[0], panels):
         n = len(panel.common)
         for key, xy in panel.lines.items():
-            xy = [(x, y) for x, y in xy if y is not None]
             # the 95% Wilson interval of each point: at a few hundred questions it spans +-7 points
             bounds = [wilson_interval(round(y * n / 100), n) for _, y in xy]
             below = [y - 100 * low for (_, y), (low, _) in zip(xy, bounds)]
@@ -606,7 +605,7 @@ def _learning_curve_table(panels: Sequence[CurvePanel]) -> list[str]:
                 "| system | " + " | ".join(_size_label(c) for c in columns) + " |",
                 "|---" * (1 + len(columns)) + "|"]
         for key, xy in panel.lines.items():
-            cells = [[y for x, y in xy if x in column and y is not None] for column in columns]
+            cells = [[y for x, y in xy if x in column] for column in columns]
             out.append(f"| {_line_label(key)} | "
                        + " | ".join("/".join(f"{y:.1f}" for y in c) if c else "-" for c in cells) + " |")
         letter, rate = panel.majority
