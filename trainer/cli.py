@@ -58,6 +58,8 @@ def _csv(ctx, param, value):
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--save-every", type=count(0), default=50, show_default=True,
               help="Checkpoint every N optimizer steps (0 = at epoch ends only).")
+@click.option("--save-minutes", type=Real(0, 1e6), default=10, show_default=True,
+              help="Also checkpoint once this many minutes have passed since the last (0 = off).")
 @click.option("--keep-checkpoints", type=count(1, 1000), default=2, show_default=True)
 @click.option("--keep-checkpoints-after", is_flag=True, help="Leave checkpoints/ once the run has finished.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
@@ -70,8 +72,8 @@ def _csv(ctx, param, value):
 @one_line_errors
 def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_size, grad_accum, max_length,
           weight_decay, warmup_steps, max_grad_norm, lora_r, lora_alpha, lora_dropout, target_modules,
-          pad_to_max, truncation, eval_fraction, seed, save_every, keep_checkpoints, keep_checkpoints_after,
-          precision, device, threads, resume, fresh, no_progress):
+          pad_to_max, truncation, eval_fraction, seed, save_every, save_minutes, keep_checkpoints,
+          keep_checkpoints_after, precision, device, threads, resume, fresh, no_progress):
     """LoRA fine-tuning of a student module on a teacher run (resumable; writes a peft adapter)."""
     from tmd_local.errors import TmdError
     from tmd_local.memory import reset_peak_rss
@@ -91,7 +93,8 @@ def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_siz
                            max_grad_norm=max_grad_norm, epochs=epochs, max_steps=max_steps,
                            batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                            pad_to_max=pad_to_max, truncation=truncation, eval_fraction=eval_fraction,
-                           seed=seed, save_every=save_every, keep_checkpoints=keep_checkpoints,
+                           seed=seed, save_every=save_every, save_minutes=save_minutes,
+                           keep_checkpoints=keep_checkpoints,
                            keep_checkpoints_after=keep_checkpoints_after, precision=precision,
                            device=device, threads=threads, progress=not no_progress)
                for m in modules]

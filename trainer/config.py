@@ -72,6 +72,9 @@ class TrainConfig:
     seed: int = 0
     # machinery (not part of what makes two runs comparable)
     save_every: int = 50             # optimizer steps between checkpoints; 0 = epoch ends only
+    # Also a checkpoint once this many minutes passed since the last (0 = off): on a slow CPU 50
+    # steps can be most of an hour, all lost to a kill.
+    save_minutes: float = 10.0
     keep_checkpoints: int = 2
     keep_checkpoints_after: bool = False  # leave checkpoints/ behind once the run has finished
     precision: str = "auto"
@@ -112,6 +115,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad(name, "a whole number >= 0")
+        if not _finite(self.save_minutes) or self.save_minutes < 0:
+            bad("save_minutes", "a number of minutes >= 0 (0 = no timed checkpoints)")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             bad("max_steps", "a positive whole number, or None for whole epochs")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):

@@ -20,9 +20,11 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -471,76 +473,96 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     def elapsed() -> float:
         return state.wall_seconds + (time.perf_counter() - started)
 
-    def checkpoint():
+    last_save = time.perf_counter()
+
+    def checkpoint() -> Path:
+        nonlocal last_save
         rss = max(state.peak_rss_mb, peak_rss_mb())
         snapshot = dataclasses.replace(state, wall_seconds=elapsed(), peak_rss_mb=rss)
-        ckpts.save(model, optimizer, scheduler, scaler, snapshot, meta)
+        last_save = time.perf_counter()
+        return ckpts.save(model, optimizer, scheduler, scaler, snapshot, meta)
+
+    def checkpoint_due(end_of_epoch: bool) -> bool:
+        timed = cfg.save_minutes and time.perf_counter() - last_save >= 60 * cfg.save_minutes
+        return bool(end_of_epoch or (cfg.save_every and state.step % cfg.save_every == 0) or timed)
+
+    def optimizer_step(window: list[list[Example]]) -> tuple[float, float]:
+        """One optimizer step over grad_accum micro-batches: (mean target-token loss, its lr)."""
+        t0 = time.perf_counter()
+        n_target = sum(e.n_target for b in window for e in b)
+        loss_sum = 0.0
+        for examples in window:
+            batch = collate(examples, pad_id, pad_to)
+            with autocast_for(device, precision):
+                part = target_loss_sum(model, batch, device, keep_ok)
+            scaled = part / n_target
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            loss_sum += part.item()
+            state.tokens += batch["n_tokens"]
+            state.slots += batch["n_slots"]
+            state.target_tokens += batch["n_target"]
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.train_seconds += time.perf_counter() - t0
+        state.step += 1
+        loss = loss_sum / n_target
+        if not math.isfinite(loss):
+            raise TmdError(f"{cfg.module}: training loss became {loss} at step {state.step}; "
+                           "lower --lr or use --precision fp32")
+        return loss, lr
 
     if state.step == 0 and not state.evals:
         evaluate_now()  # the held-out loss before any training, for the curve
 
     progress = _progress(console, cfg, total_steps, state.step) if cfg.progress else None
     model.train()
-    try:
-        while state.epoch < epochs and state.step < total_steps:
-            if state.window == 0 or not state.epoch_batches:
-                state.epoch_batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
-            windows = [state.epoch_batches[i:i + cfg.grad_accum]
-                       for i in range(0, len(state.epoch_batches), cfg.grad_accum)]
-            while state.window < len(windows) and state.step < total_steps:
-                t0 = time.perf_counter()
-                window = [[data.train[i] for i in b] for b in windows[state.window]]
-                n_target = sum(e.n_target for b in window for e in b)
-                loss_sum = 0.0
-                for examples in window:
-                    batch = collate(examples, pad_id, pad_to)
-                    with autocast_for(device, precision):
-                        part = target_loss_sum(model, batch, device, keep_ok)
-                    scaled = part / n_target
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    loss_sum += part.item()
-                    state.tokens += batch["n_tokens"]
-                    state.slots += batch["n_slots"]
-                    state.target_tokens += batch["n_target"]
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.train_seconds += time.perf_counter() - t0
-                state.step += 1
-                state.window += 1
-                loss = loss_sum / n_target
-                if not math.isfinite(loss):
-                    raise TmdError(f"{cfg.module}: training loss became {loss} at step {state.step}; "
-                                   "lower --lr or use --precision fp32")
-                state.log.append({"step": state.step, "epoch": round(state.epoch + state.window / len(windows), 4),
-                                  "loss": round(loss, 6), "lr": lr, "tokens": state.tokens,
-                                  "seconds": round(elapsed(), 2)})
-                if progress is not None:
-                    progress.advance(loss, state.tokens / max(state.train_seconds, 1e-9))
-                end_of_epoch = state.window == len(windows)
-                if end_of_epoch:
-                    state.epoch += 1
-                    state.window = 0
-                    state.epoch_batches = []
-                    evaluate_now()
-                if end_of_epoch or (cfg.save_every and state.step % cfg.save_every == 0):
-                    checkpoint()
-                if on_step is not None:
-                    on_step(state)
-                if end_of_epoch:
-                    break  # the next epoch gets its own batch order
-    finally:
-        if progress is not None:
-            progress.stop()
+    with stop_requests(say, cfg.module) as stop:
+        try:
+            while state.epoch < epochs and state.step < total_steps:
+                if state.window == 0 or not state.epoch_batches:
+                    state.epoch_batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed,
+                                                                 state.epoch)
+                windows = [state.epoch_batches[i:i + cfg.grad_accum]
+                           for i in range(0, len(state.epoch_batches), cfg.grad_accum)]
+                while state.window < len(windows) and state.step < total_steps:
+                    window = [[data.train[i] for i in b] for b in windows[state.window]]
+                    loss, lr = optimizer_step(window)
+                    state.window += 1
+                    state.log.append({"step": state.step,
+                                      "epoch": round(state.epoch + state.window / len(windows), 4),
+                                      "loss": round(loss, 6), "lr": lr, "tokens": state.tokens,
+                                      "seconds": round(elapsed(), 2)})
+                    if progress is not None:
+                        progress.advance(loss, state.tokens / max(state.train_seconds, 1e-9))
+                    end_of_epoch = state.window == len(windows)
+                    if end_of_epoch:
+                        state.epoch += 1
+                        state.window = 0
+                        state.epoch_batches = []
+                        evaluate_now()
+                    if checkpoint_due(end_of_epoch) or stop:
+                        saved = checkpoint()
+                    if stop:
+                        raise TmdError(f"{cfg.module}: stopped by {stop[0]} at step {state.step}/"
+                                       f"{total_steps}; checkpoint {saved} saved, the same command "
+                                       "resumes from it")
+                    if on_step is not None:
+                        on_step(state)
+                    if end_of_epoch:
+                        break  # the next epoch gets its own batch order
+        finally:
+            if progress is not None:
+                progress.stop()
 
     if not state.evals or state.evals[-1]["step"] != state.step:
         evaluate_now()  # a max_steps stop inside an epoch
@@ -613,6 +635,35 @@ def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, finger
                        hyperparameters=hyper, training=training, tmd_version=TMD_VERSION,
                        prompt_version=data.prompt_version)
     write_json_atomic(out / DONE_FILE, meta.to_json())
+
+
+@contextmanager
+def stop_requests(say, module: str):
+    """A list that SIGTERM or SIGINT fills with the signal's name: the loop then checkpoints and stops
+    after the step under way, so a polite kill loses nothing. A second signal acts as usual at once.
+    Outside the main thread (where handlers cannot be set) the list just stays empty."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        if requested:  # asked twice: the usual behaviour, now
+            signal.signal(signum, previous[signum] or signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        requested.append(signal.Signals(signum).name)
+        say(f"[yellow]{module}[/yellow]: {requested[0]}: checkpointing after this step, then stopping "
+            "(send it again to stop at once)", highlight=False)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old or signal.SIG_DFL)
 
 
 def _differs_from_finished(done: AdapterMeta, cfg: TrainConfig, fingerprint: dict, data_file: Path) -> str:

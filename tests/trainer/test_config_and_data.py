@@ -37,7 +37,8 @@ def test_defaults_are_the_papers():
     ("module", "planner"), ("lora_r", 0), ("lora_alpha", -1), ("lora_dropout", 1.0), ("lr", 0),
     ("lr", float("nan")), ("epochs", 0), ("batch_size", 1.5), ("grad_accum", 0), ("max_length", 8),
     ("weight_decay", -0.1), ("eval_fraction", 0.7), ("truncation", "right"), ("precision", "int8"),
-    ("device", "tpu"), ("max_steps", 0), ("save_every", -1), ("target_modules", []), ("threads", 0),
+    ("device", "tpu"), ("max_steps", 0), ("save_every", -1), ("save_minutes", -1),
+    ("save_minutes", float("nan")), ("target_modules", []), ("threads", 0),
 ])
 def test_invalid_config_names_field_and_value(field, value):
     with pytest.raises(TmdError, match=re.escape(f"training config: {field}={value!r}: expected")):

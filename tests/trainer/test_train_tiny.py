@@ -104,21 +104,15 @@ def test_resumed_run_matches_uninterrupted_run(tiny_config, teacher_dir, tmp_pat
     straight = train(tiny_config(teacher_dir, tmp_path / "straight", **common))
     assert straight.metrics["total_steps"] == 8 and len(straight.metrics["eval"]) == 3  # 4 steps/epoch
 
-    def kill_at(step):
-        def hook(state):
-            if state.step == step:
-                raise Killed
-        return hook
-
     out = tmp_path / "interrupted"
     with pytest.raises(Killed):
-        train(tiny_config(teacher_dir, out, **common), on_step=kill_at(4))
+        train(tiny_config(teacher_dir, out, **common), on_step=_raise_at(4))
     # step 3 (periodic) and step 4 (epoch end) were saved; drop the epoch-end one so the resume
     # starts inside an epoch, from its recorded batch order
     import shutil
     shutil.rmtree(out / "checkpoints" / "step-000004")
     with pytest.raises(Killed):
-        train(tiny_config(teacher_dir, out, **common), on_step=kill_at(7))
+        train(tiny_config(teacher_dir, out, **common), on_step=_raise_at(7))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004", "step-000006"]
     assert not (out / "tmd.json").exists()
     resumed = train(tiny_config(teacher_dir, out, **common))
@@ -158,6 +152,43 @@ def test_finished_run_is_not_redone_and_checkpoint_mismatch_is_an_error(tiny_con
         train(tiny_config(teacher_dir, out2, max_steps=4, save_every=1, lr=1e-3))
     with pytest.raises(TmdError, match="--resume given but there is no checkpoint"):
         train(tiny_config(teacher_dir, tmp_path / "c", max_steps=1), resume=True)
+
+
+def test_timed_checkpoints_and_a_polite_kill_lose_no_step(tiny_config, teacher_dir, tmp_path):
+    """--save-minutes checkpoints between the step-count ones; SIGTERM checkpoints the step under
+    way and stops with one clear error, puts the old handler back, and the rerun resumes there."""
+    from trainer.train import train
+
+    out = tmp_path / "timed"
+    common = dict(max_steps=6, epochs=3, save_every=0, lora_dropout=0.1)
+    with pytest.raises(Killed):
+        train(tiny_config(teacher_dir, out, save_minutes=1e-9, **common), on_step=_raise_at(3))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+
+    before = signal.getsignal(signal.SIGTERM)
+    polite = tmp_path / "polite"
+
+    def term_at_2(state):
+        if state.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands mid-run; the loop finishes step 3 first
+
+    with pytest.raises(TmdError, match=r"stopped by SIGTERM at step 3/6; checkpoint .*step-000003 saved"):
+        train(tiny_config(teacher_dir, polite, **common), on_step=term_at_2)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert not (polite / "tmd.json").exists()
+    resumed = train(tiny_config(teacher_dir, polite, **common))
+    assert resumed.resumed_from == 3 and resumed.metrics["steps"] == 6
+    straight = train(tiny_config(teacher_dir, tmp_path / "straight", **common))
+    a, b = adapter_weights(tmp_path / "straight"), adapter_weights(polite)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert straight.metrics["steps"] == 6
+
+
+def _raise_at(step):
+    def hook(state):
+        if state.step == step:
+            raise Killed
+    return hook
 
 
 def invoke(*args):
