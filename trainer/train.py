@@ -647,6 +647,8 @@ def stop_requests(say, module: str):
         yield requested
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # a signal the parent chose to ignore (SIGINT of a shell's background job) stays ignored
+    previous = {sig: old for sig, old in previous.items() if old is not signal.SIG_IGN}
 
     def handler(signum, frame):
         if requested:  # asked twice: the usual behaviour, now

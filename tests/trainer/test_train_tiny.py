@@ -258,6 +258,33 @@ def test_killed_process_resumes_to_the_same_adapter(tiny_base, tiny_config, teac
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_process_saves_its_step_and_exits_with_one_line(tiny_base, teacher_dir, tmp_path):
+    """`kill <pid>` of a real `tmd train`: it checkpoints the step under way, exits 1 with a one-line
+    message, and the same command then resumes from that very step."""
+    out = tmp_path / "termed"
+    args = ["--module", "analyzer", "--data", str(teacher_dir), "--base", str(tiny_base), "--out", str(out),
+            "--max-steps", "40", "--epochs", "10", "--save-every", "1000", "--eval-fraction", "0",
+            "--no-progress", "--lr", "2e-3", "--threads", "1"]
+    cmd = [sys.executable, "-c", "from tmd_local.cli import main; main()", "train", *args]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):
+        time.sleep(0.05)  # the first epoch-end checkpoint: the loop is running
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    error = [line for line in (stdout + stderr).splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "stopped by SIGTERM at step" in error[0], stdout + stderr
+    stopped_at = int(error[0].split("at step ")[1].split("/")[0])
+    assert 1 <= stopped_at < 40
+    assert (out / "checkpoints" / f"step-{stopped_at:06d}").is_dir()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == stopped_at
+
+
 def test_base_without_tokenizer_is_one_clear_error(tiny_config, tiny_base, teacher_dir, tmp_path):
     from trainer.train import train
 
