@@ -233,15 +233,10 @@ def test_killed_process_resumes_to_the_same_adapter(tiny_base, tiny_config, teac
     from trainer.train import train
 
     out = tmp_path / "killed"
-    args = ["--module", "analyzer", "--data", str(teacher_dir), "--base", str(tiny_base), "--out", str(out),
-            "--max-steps", "16", "--epochs", "4", "--save-every", "1", "--eval-fraction", "0.2",
-            "--no-progress", "--lr", "2e-3", "--threads", "2"]
-    cmd = [sys.executable, "-c", "from tmd_local.cli import main; main()", "train", *args]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    cmd, env = _train_command(tiny_base, teacher_dir, out, "--max-steps", "16", "--epochs", "4",
+                              "--save-every", "1", "--eval-fraction", "0.2", "--threads", "2")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "checkpoints" / "step-000003").is_dir():
-        time.sleep(0.05)
+    _wait_for_checkpoint(out, "step-000003")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "tmd.json").exists(), "the run finished before it could be killed"
@@ -263,15 +258,10 @@ def test_sigterm_to_the_process_saves_its_step_and_exits_with_one_line(tiny_base
     """`kill <pid>` of a real `tmd train`: it checkpoints the step under way, exits 1 with a one-line
     message, and the same command then resumes from that very step."""
     out = tmp_path / "termed"
-    args = ["--module", "analyzer", "--data", str(teacher_dir), "--base", str(tiny_base), "--out", str(out),
-            "--max-steps", "40", "--epochs", "10", "--save-every", "1000", "--eval-fraction", "0",
-            "--no-progress", "--lr", "2e-3", "--threads", "1"]
-    cmd = [sys.executable, "-c", "from tmd_local.cli import main; main()", "train", *args]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    cmd, env = _train_command(tiny_base, teacher_dir, out, "--max-steps", "40", "--epochs", "10",
+                              "--save-every", "1000", "--eval-fraction", "0", "--threads", "1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):
-        time.sleep(0.05)  # the first epoch-end checkpoint: the loop is running
+    _wait_for_checkpoint(out, "step-*")  # the first epoch end's: the loop is running
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
@@ -283,6 +273,20 @@ def test_sigterm_to_the_process_saves_its_step_and_exits_with_one_line(tiny_base
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == stopped_at
+
+
+def _train_command(tiny_base, teacher_dir, out, *extra) -> tuple[list[str], dict]:
+    """`tmd train` of the tiny analyzer as a real process (argv, environment)."""
+    args = ["--module", "analyzer", "--data", str(teacher_dir), "--base", str(tiny_base), "--out", str(out),
+            "--no-progress", "--lr", "2e-3", *extra]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    return [sys.executable, "-c", "from tmd_local.cli import main; main()", "train", *args], env
+
+
+def _wait_for_checkpoint(out, pattern: str, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not list((out / "checkpoints").glob(pattern)):
+        time.sleep(0.05)
 
 
 def test_base_without_tokenizer_is_one_clear_error(tiny_config, tiny_base, teacher_dir, tmp_path):
