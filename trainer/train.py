@@ -526,6 +526,7 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
 
     progress = _progress(console, cfg, total_steps, state.step) if cfg.progress else None
     model.train()
+    loop_started = time.perf_counter()
     with stop_requests(say, cfg.module) as stop:
         try:
             while state.epoch < epochs and state.step < total_steps:
@@ -552,6 +553,9 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
                         evaluate_now()
                     if checkpoint_due(end_of_epoch) or stop:
                         saved = checkpoint()
+                        if progress is None:  # logs only: a line per checkpoint says how far it got
+                            say(_status_line(cfg.module, state, total_steps, resumed_from, loop_started,
+                                             saved), highlight=False, soft_wrap=True)
                     if stop:
                         raise TmdError(f"{cfg.module}: stopped by {stop[0]} at step {state.step}/"
                                        f"{total_steps}; checkpoint {saved} saved, the same command "
@@ -635,6 +639,20 @@ def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, finger
                        hyperparameters=hyper, training=training, tmd_version=TMD_VERSION,
                        prompt_version=data.prompt_version)
     write_json_atomic(out / DONE_FILE, meta.to_json())
+
+
+def _status_line(module: str, state: LoopState, total_steps: int, resumed_from: int, loop_started: float,
+                 saved: Path) -> str:
+    """`drd: step 76/570 (epoch 0.40), loss 1.278, 105 tok/s, ETA 3h41m, saved step-000076`: the
+    loss averages the last 10 steps; the ETA extrapolates this process's own pace."""
+    done_here = state.step - resumed_from
+    recent = [s["loss"] for s in state.log[-10:]]
+    per_step = (time.perf_counter() - loop_started) / max(1, done_here)
+    eta = int(per_step * (total_steps - state.step))
+    speed = state.tokens / max(state.train_seconds, 1e-9)
+    return (f"{module}: step {state.step}/{total_steps} (epoch {state.log[-1]['epoch']:.2f}), loss "
+            f"{sum(recent) / len(recent):.3f}, {speed:.0f} tok/s, ETA {eta // 3600}h{eta % 3600 // 60:02d}m, "
+            f"saved {saved.name}")
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -268,6 +269,9 @@ def test_sigterm_to_the_process_saves_its_step_and_exits_with_one_line(tiny_base
     error = [line for line in (stdout + stderr).splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and "stopped by SIGTERM at step" in error[0], stdout + stderr
     stopped_at = int(error[0].split("at step ")[1].split("/")[0])
+    # without a progress bar, each checkpoint logs a status line
+    assert re.search(r"analyzer: step \d+/20 \(epoch [\d.]+\), loss [\d.]+, \d+ tok/s, ETA \d+h\d\dm, "
+                     r"saved step-0000\d\d", stderr), stderr
     assert 1 <= stopped_at < 20
     assert (out / "checkpoints" / f"step-{stopped_at:06d}").is_dir()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
