@@ -675,7 +675,7 @@ def stop_requests(say, module: str):
             return
         requested.append(signal.Signals(signum).name)
         say(f"[yellow]{module}[/yellow]: {requested[0]}: checkpointing after this step, then stopping "
-            "(send it again to stop at once)", highlight=False)
+            "(send it again to stop at once)", highlight=False, soft_wrap=True)
 
     for sig in previous:
         signal.signal(sig, handler)
