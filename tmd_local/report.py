@@ -502,10 +502,12 @@ class CurvePanel:
 
 
 def learning_curve(rows: list[Row]) -> list[CurvePanel]:
-    """Fine-tuned TMD and DRD (every module fine-tuned) trained on at least two amounts of data; a
-    configuration seen at one size only (another learning rate, another quant) is no curve and would
-    only shrink the questions every point shares. Test split only: held-out train questions (the
-    rows that chose the learning rate) are no curve point."""
+    """Fine-tuned TMD and DRD (every module fine-tuned) trained on at least two amounts of data. A
+    configuration seen at one size only (another learning rate, quant or number of epochs) is no
+    curve: it never decides which questions the points share. One that differs from a curve only in
+    its epochs joins as a lone point when it answered all of them (the paper's 3 epochs at the
+    largest size, beside the 1-epoch curve); the Quantization section has the other quants.
+    Test split only: held-out train questions (the rows that chose the learning rate) are no point."""
     rows = [r for r in rows if r.config["split"] == "test"]
     candidates = [r for r in rows if r.config["system"] in ("tmd", "drd") and training_questions(r.config)
                   and "zero-shot" not in tuned_label(r.config)
@@ -514,6 +516,8 @@ def learning_curve(rows: list[Row]) -> list[CurvePanel]:
     for row in candidates:
         groups[(row.config["dataset"], *_line_key(row.config))].append(row)
     curve = [r for g in groups.values() if len({training_questions(r.config) for r in g}) >= 2 for r in g]
+    curve_keys = {_but_epochs(r) for r in curve}
+    lone = [r for r in candidates if r not in curve and _but_epochs(r) in curve_keys]
     panels = []
     for dataset in sorted({r.config["dataset"] for r in curve}):
         points = [r for r in curve if r.config["dataset"] == dataset]
@@ -521,13 +525,19 @@ def learning_curve(rows: list[Row]) -> list[CurvePanel]:
         if not common:
             continue  # no question every point answered: nothing to compare
         lines: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-        for row in points:
+        covering = [r for r in lone if r.config["dataset"] == dataset and common <= set(r.runs[0].records)]
+        for row in points + covering:
             lines[_line_key(row.config)].append((training_questions(row.config), _accuracy_on_ids(row, common)))
         levels = _levels([r for r in rows if r.config["dataset"] == dataset and r not in candidates], common)
         letter, rate = majority_rate([points[0].runs[0].records[i] for i in common])
         panels.append(CurvePanel(dataset, common, {k: sorted(v) for k, v in sorted(lines.items())}, levels,
                                  (letter, 100 * rate)))
     return panels
+
+
+def _but_epochs(row: Row) -> tuple:
+    key = _line_key(row.config)
+    return (row.config["dataset"], *key[:3], *key[4:])
 
 
 def _line_key(config: dict) -> tuple:
@@ -575,8 +585,12 @@ def plot_learning_curve(panels: list[CurvePanel], out_dir: Path) -> Path | None:
             bounds = [wilson_interval(round(y * n / 100), n) for _, y in xy]
             below = [y - 100 * low for (_, y), (low, _) in zip(xy, bounds)]
             above = [100 * high - y for (_, y), (_, high) in zip(xy, bounds)]
-            ax.errorbar([x for x, _ in xy], [y for _, y in xy], yerr=[below, above], capsize=3,
-                        fmt="o-" if key[0] == "TMD" else "s--", label=_line_label(key) + " (95% CI)")
+            # a lone point (another epoch count at one size) is drawn a little to the right of the
+            # curve's point at that size, so that their intervals do not hide each other
+            lone = len(xy) == 1
+            ax.errorbar([x * (1.08 if lone else 1) for x, _ in xy], [y for _, y in xy], yerr=[below, above],
+                        capsize=3, fmt="o-" if key[0] == "TMD" else "s--",
+                        label=_line_label(key) + (" (95% CI; drawn beside its size)" if lone else " (95% CI)"))
         styles = iter(["-.", ":", (0, (5, 1)), (0, (1, 2)), (0, (3, 1, 1, 1))])
         for label, y in panel.levels:
             ax.axhline(y, linestyle=next(styles, ":"), color="grey", label=f"{label}: {y:.1f}")

@@ -102,6 +102,9 @@ def test_learning_curve_and_error_sources(tmp_path):
     other_rate = config("tmd", "sqa400-lr", 400)  # one size only, on 2 of the 4 questions: no line
     other_rate["models"]["reasoner"]["training"]["lr"] = 1e-3
     write(results, other_rate, GOLDS[:2], GOLDS[:2], GOLDS[:2])
+    three_epochs = config("tmd", "sqa1603-e3", 1603)  # one size only, on every question: a lone point
+    three_epochs["models"]["reasoner"]["training"]["epochs"] = 3.0
+    write(results, three_epochs, GOLDS, GOLDS, GOLDS)
     write(results, config("tmd-gold-subq", "sqa1603", 1603), GOLDS, GOLDS, GOLDS,
           subquestions=["x"], knowledge=["Apollo 13 was recovered by the USS Iwo Jima.", "nothing", ""])
     write(results, config("tmd-gold-facts", "sqa1603", 1603), GOLDS, GOLDS, GOLDS)
@@ -115,7 +118,8 @@ def test_learning_curve_and_error_sources(tmp_path):
     assert "| system | 100 q | 400 q | 1602-1603 q |" in curve  # one column for one teacher run
     assert "| DRD q8_0, gold:rationale, 1 ep | 25.0 | 50.0 | 75.0 |" in curve
     assert "| TMD q8_0, gold:rationale, 1 ep | 25.0 | 50.0 | 75.0 |" in curve
-    assert "lr 0.001" not in curve  # the single-size configuration
+    assert "lr 0.001" not in curve  # the single-size configuration that missed questions
+    assert "| TMD q8_0, gold:rationale, 1/3 ep | - | - | 100.0 |" in curve
     assert "- DRD zero-shot smollm2 q4_1: 25.0" in curve
     assert "- majority class (B): 75.0" in curve
     section = text.split("## Where the errors come from")[1].split("\n## ")[0]
