@@ -395,15 +395,7 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     data_file = cfg.data_file()
     done = finished_record(out)
     if done is not None:
-        differs = _differs_from_finished(done, cfg, fingerprint, data_file)
-        if differs:
-            raise TmdError(f"{out}: holds a finished run with other {differs}; choose another --out "
-                           "or pass --fresh to replace it")
-        say(f"[green]{cfg.module}[/green]: {out} already holds this finished run; nothing to do "
-            "(--fresh retrains)")
-        metrics_file = out / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        return TrainResult(cfg.module, out, skipped=True, metrics=metrics)
+        return _the_finished_run(done, cfg, fingerprint, data_file, say)
 
     threads = set_threads(cfg)
     data = prepare(cfg, warn=lambda s: say(f"[yellow]warning:[/yellow] {s}", highlight=False))
@@ -437,21 +429,8 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     meta = {"fingerprint": fingerprint, "data_sha256": data.data_sha256, "total_steps": total_steps,
             "eval_ids": sorted(e.id for e in data.eval)}
     state = LoopState()
-    latest = ckpts.latest()
-    if latest is not None and resume is False:
-        raise TmdError(f"{out}: holds a checkpoint ({latest.name}); resume it (the default) or pass --fresh")
-    if latest is None and resume is True:
-        raise TmdError(f"{out}: --resume given but there is no checkpoint in {ckpts.root}")
+    latest = _checkpoint_to_resume(ckpts, resume, data, fingerprint)
     if latest is not None:
-        saved = Checkpoints.read_meta(latest)
-        if saved.get("data_sha256") != data.data_sha256:
-            raise TmdError(f"{latest}: made from other data than {data.data_file} (sha256 differs); "
-                           "pass --fresh to start over")
-        changed = [k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k]]
-        if changed:
-            k = changed[0]
-            raise TmdError(f"{latest}: made with {k}={saved['fingerprint'].get(k)!r}, this run has "
-                           f"{k}={fingerprint[k]!r}; rerun with the checkpoint's settings or pass --fresh")
         state = Checkpoints.restore(latest, model, optimizer, scheduler, scaler)
         say(f"[cyan]{cfg.module}[/cyan]: resuming from {latest.name} (step {state.step}/{total_steps})")
     resumed_from = state.step
@@ -641,6 +620,30 @@ def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, finger
     write_json_atomic(out / DONE_FILE, meta.to_json())
 
 
+def _checkpoint_to_resume(ckpts: Checkpoints, resume: bool | None, data: Prepared,
+                          fingerprint: dict) -> Path | None:
+    """The latest checkpoint, if this run may resume it: made from the same data and settings, and
+    wanted (resume=None: if there is one; True: there must be one; False: there must be none)."""
+    latest = ckpts.latest()
+    if latest is not None and resume is False:
+        raise TmdError(f"{ckpts.root.parent}: holds a checkpoint ({latest.name}); resume it (the default) "
+                       "or pass --fresh")
+    if latest is None:
+        if resume is True:
+            raise TmdError(f"{ckpts.root.parent}: --resume given but there is no checkpoint in {ckpts.root}")
+        return None
+    saved = Checkpoints.read_meta(latest)
+    if saved.get("data_sha256") != data.data_sha256:
+        raise TmdError(f"{latest}: made from other data than {data.data_file} (sha256 differs); "
+                       "pass --fresh to start over")
+    changed = [k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k]]
+    if changed:
+        k = changed[0]
+        raise TmdError(f"{latest}: made with {k}={saved['fingerprint'].get(k)!r}, this run has "
+                       f"{k}={fingerprint[k]!r}; rerun with the checkpoint's settings or pass --fresh")
+    return latest
+
+
 def _status_line(module: str, state: LoopState, total_steps: int, resumed_from: int, loop_started: float,
                  saved: Path) -> str:
     """`drd: step 76/570 (epoch 0.40), loss 1.278, 105 tok/s, ETA 3h41m, saved step-000076`: the
@@ -684,6 +687,20 @@ def stop_requests(say, module: str):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old or signal.SIG_DFL)
+
+
+def _the_finished_run(done: AdapterMeta, cfg: TrainConfig, fingerprint: dict, data_file: Path,
+                      say) -> TrainResult:
+    """cfg.out already holds a finished run: this very one (nothing to do), or another (an error)."""
+    differs = _differs_from_finished(done, cfg, fingerprint, data_file)
+    if differs:
+        raise TmdError(f"{cfg.out}: holds a finished run with other {differs}; choose another --out "
+                       "or pass --fresh to replace it")
+    say(f"[green]{cfg.module}[/green]: {cfg.out} already holds this finished run; nothing to do "
+        "(--fresh retrains)")
+    metrics_file = cfg.out / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return TrainResult(cfg.module, cfg.out, skipped=True, metrics=metrics)
 
 
 def _differs_from_finished(done: AdapterMeta, cfg: TrainConfig, fingerprint: dict, data_file: Path) -> str:
