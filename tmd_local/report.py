@@ -536,8 +536,8 @@ def learning_curve(rows: list[Row]) -> list[CurvePanel]:
 
 
 def _but_epochs(row: Row) -> tuple:
-    key = _line_key(row.config)
-    return (row.config["dataset"], *key[:3], *key[4:])
+    system, quant, teacher, _epochs, lr = _line_key(row.config)
+    return row.config["dataset"], system, quant, teacher, lr
 
 
 def _line_key(config: dict) -> tuple:
