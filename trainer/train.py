@@ -500,52 +500,40 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
                            "lower --lr or use --precision fp32")
         return loss, lr
 
+    def record_step(loss: float, lr: float, n_windows: int) -> bool:
+        """Log the step just taken and move the loop position on; True at the end of an epoch."""
+        state.window += 1
+        state.log.append({"step": state.step, "epoch": round(state.epoch + state.window / n_windows, 4),
+                          "loss": round(loss, 6), "lr": lr, "tokens": state.tokens,
+                          "seconds": round(elapsed(), 2)})
+        if progress is not None:
+            progress.advance(loss, state.tokens / max(state.train_seconds, 1e-9))
+        if state.window < n_windows:
+            return False
+        state.epoch, state.window, state.epoch_batches = state.epoch + 1, 0, []
+        evaluate_now()
+        return True
+
     if state.step == 0 and not state.evals:
         evaluate_now()  # the held-out loss before any training, for the curve
 
     progress = _progress(console, cfg, total_steps, state.step) if cfg.progress else None
     model.train()
     loop_started = time.perf_counter()
-    with stop_requests(say, cfg.module) as stop:
-        try:
-            while state.epoch < epochs and state.step < total_steps:
-                if state.window == 0 or not state.epoch_batches:
-                    state.epoch_batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed,
-                                                                 state.epoch)
-                windows = [state.epoch_batches[i:i + cfg.grad_accum]
-                           for i in range(0, len(state.epoch_batches), cfg.grad_accum)]
-                while state.window < len(windows) and state.step < total_steps:
-                    window = [[data.train[i] for i in b] for b in windows[state.window]]
-                    loss, lr = optimizer_step(window)
-                    state.window += 1
-                    state.log.append({"step": state.step,
-                                      "epoch": round(state.epoch + state.window / len(windows), 4),
-                                      "loss": round(loss, 6), "lr": lr, "tokens": state.tokens,
-                                      "seconds": round(elapsed(), 2)})
-                    if progress is not None:
-                        progress.advance(loss, state.tokens / max(state.train_seconds, 1e-9))
-                    end_of_epoch = state.window == len(windows)
-                    if end_of_epoch:
-                        state.epoch += 1
-                        state.window = 0
-                        state.epoch_batches = []
-                        evaluate_now()
-                    if checkpoint_due(end_of_epoch) or stop:
-                        saved = checkpoint()
-                        if progress is None:  # logs only: a line per checkpoint says how far it got
-                            say(_status_line(cfg.module, state, total_steps, resumed_from, loop_started,
-                                             saved), highlight=False, soft_wrap=True)
-                    if stop:
-                        raise TmdError(f"{cfg.module}: stopped by {stop[0]} at step {state.step}/"
-                                       f"{total_steps}; checkpoint {saved} saved, the same command "
-                                       "resumes from it")
-                    if on_step is not None:
-                        on_step(state)
-                    if end_of_epoch:
-                        break  # the next epoch gets its own batch order
-        finally:
-            if progress is not None:
-                progress.stop()
+    with stop_requests(say, cfg.module) as stop, progress or nullcontext():
+        for batches, n_windows in _windows_left(state, lengths, cfg, epochs, total_steps):
+            loss, lr = optimizer_step([[data.train[i] for i in b] for b in batches])
+            end_of_epoch = record_step(loss, lr, n_windows)
+            if checkpoint_due(end_of_epoch) or stop:
+                saved = checkpoint()
+                if progress is None:  # logs only: a line per checkpoint says how far it got
+                    say(_status_line(cfg.module, state, total_steps, resumed_from, loop_started, saved),
+                        highlight=False, soft_wrap=True)
+            if stop:
+                raise TmdError(f"{cfg.module}: stopped by {stop[0]} at step {state.step}/{total_steps}; "
+                               f"checkpoint {saved} saved, the same command resumes from it")
+            if on_step is not None:
+                on_step(state)
 
     if not state.evals or state.evals[-1]["step"] != state.step:
         evaluate_now()  # a max_steps stop inside an epoch
@@ -561,6 +549,20 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
         + f", {metrics['tokens_per_second']:.0f} tok/s, peak RSS {metrics['peak_rss_mb']:.0f} MB -> {out}",
         highlight=False)
     return TrainResult(cfg.module, out, resumed_from=resumed_from, metrics=metrics)
+
+
+def _windows_left(state: LoopState, lengths: list[int], cfg: TrainConfig, epochs: int, total_steps: int):
+    """The accumulation windows still to train, from where `state` stands, each as (its batches,
+    windows in its epoch). The caller moves state.window and state.epoch on as it trains them; each
+    epoch gets its own batch order, kept in the state so a resumed run continues the same one."""
+    while state.epoch < epochs and state.step < total_steps:
+        if state.window == 0 or not state.epoch_batches:
+            state.epoch_batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
+        windows = [state.epoch_batches[i:i + cfg.grad_accum]
+                   for i in range(0, len(state.epoch_batches), cfg.grad_accum)]
+        epoch = state.epoch
+        while state.epoch == epoch and state.window < len(windows) and state.step < total_steps:
+            yield windows[state.window], len(windows)
 
 
 def _metrics(cfg, state: LoopState, data: Prepared, lengths, device, precision, threads, total_steps,
@@ -734,6 +736,9 @@ class _progress:
     def advance(self, loss: float, speed: float) -> None:
         self.bar.update(self.task, advance=1, loss=f"{loss:.3f}", speed=f"{speed:.0f}")
 
-    def stop(self) -> None:
+    def __enter__(self) -> "_progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.bar.stop()
 

@@ -70,6 +70,22 @@ def test_run_writes_a_peft_adapter_metrics_and_tmd_json_last(tiny_config, teache
     PeftModel.from_pretrained(base, str(out))
 
 
+def test_progress_bar_counts_every_step_and_is_stopped(tiny_config, teacher_dir, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from trainer.train import train
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    train(tiny_config(teacher_dir, tmp_path / "analyzer", epochs=2, save_every=0, progress=True),
+          console=console)
+    text = screen.getvalue()
+    assert "6/6" in text and "tok/s" in text  # 2 epochs x 3 steps, all on the bar
+    assert console._live_stack == []  # the live display was stopped; the console prints normally again
+
+
 def test_loss_ignores_padding_and_prompt(tiny_base, teacher_dir, tokenizer):
     """The summed target loss of an example is the same alone, batched with a longer one, padded
     to 512, and with the head applied to the kept positions only or to all of them."""
