@@ -13,8 +13,9 @@
 # 2. The Reasoner target choice, on a held-out tail of train (questions DEV_OFFSET.. never trained on
 #    by the 400-question students): the recorded rationale (gold:rationale) vs steps built from the
 #    facts (gold:facts), each the Reasoner of an otherwise identical TMD bundle.
-# 3. Test: zero-shot TMD/DRD, mc, and the largest bundle's TMD/DRD (q8_0) on TEST questions; the
-#    learning-curve points and the error-source rows (tmd-gold-subq, tmd-gold-facts) on CURVE ones.
+# 3. Test: zero-shot TMD/DRD, mc (also given the gold facts), and the largest bundle's TMD/DRD (q8_0)
+#    on TEST questions; the learning-curve points and the error-source rows (tmd-gold-subq,
+#    tmd-gold-facts) on CURVE ones.
 # Every step resumes where a killed run stopped; finished steps are skipped in seconds. Step wall
 # times go to logs/distill-times.txt.
 #
@@ -170,6 +171,10 @@ if trained "$largest" drd analyzer informant reasoner; then
 fi
 step "test-zero-shot" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system drd --system tmd --out results/strategyqa-zero-shot.jsonl
 step "test-mc" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc --out results/strategyqa-zero-shot.jsonl
+# the base model handed the gold facts, answering by option likelihood: can it use perfect knowledge
+# when it need not write a reasoning? (the error rows ask the same of the fine-tuned Reasoner)
+step "test-mc-gold-facts" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc-gold-facts \
+    --out results/strategyqa-zero-shot.jsonl
 for n in "${ready[@]}"; do  # the largest's curve point is a prefix of its test run: already there
     step "curve-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
         --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"

@@ -140,7 +140,8 @@ def demo(model, system, n_ctx, threads, temperature, seed):
 @click.option("--system", "systems", type=click.Choice(list(SYSTEMS)), multiple=True,
               help="Repeat for several systems (default: tmd). mc: option log-likelihood, no reasoning; "
                    "tmd-gold-subq / tmd-gold-facts: the gold subquestions (and facts) replace the "
-                   "Analyzer (and Informant), to show where TMD's errors come from.")
+                   "Analyzer (and Informant), to show where TMD's errors come from; mc-gold-facts: "
+                   "mc with the gold facts before the question.")
 @click.option("--seeds", type=count(1, 1000), default=1, show_default=True,
               help="Sampling seeds 0..N-1 (needs --temperature > 0); accuracy is reported as mean ± std.")
 @click.option("--data-path", type=click.Path(path_type=Path), default=None,

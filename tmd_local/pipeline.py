@@ -29,10 +29,15 @@ from .runner import (Cancelled, Generation, GenerationSettings, Module, ModulePo
 TMD_STAGES = TMD_ROLES
 # tmd-gold-subq and tmd-gold-facts are diagnostic: the dataset's gold subquestions replace the
 # Analyzer (and its gold facts the Informant), which shows how much of TMD's error each module causes.
+# mc-gold-facts is mc with the gold facts before the question: can the model use perfect knowledge
+# when it only has to score the options, without writing a reasoning?
 SYSTEM_STAGES = {"tmd": TMD_STAGES, "drd": ("drd",), "mc": ("mc",),
-                 "tmd-gold-subq": ("informant", "reasoner"), "tmd-gold-facts": ("reasoner",)}
+                 "tmd-gold-subq": ("informant", "reasoner"), "tmd-gold-facts": ("reasoner",),
+                 "mc-gold-facts": ("mc",)}
 SYSTEMS = tuple(SYSTEM_STAGES)
-GOLD_SYSTEMS = ("tmd-gold-subq", "tmd-gold-facts")
+GOLD_SYSTEMS = ("tmd-gold-subq", "tmd-gold-facts", "mc-gold-facts")
+GOLD_FACT_SYSTEMS = ("tmd-gold-facts", "mc-gold-facts")
+MC_SYSTEMS = tuple(s for s, stages in SYSTEM_STAGES.items() if stages == ("mc",))  # no reasoning
 
 
 def system_roles(system: str) -> tuple[str, ...]:
@@ -144,7 +149,7 @@ def run(system: str, questions: list[Question], modules: ModuleSet,
     traces = [Trace(q, system) for q in questions]
     stages = SYSTEM_STAGES[system]
     if system in GOLD_SYSTEMS:
-        _fill_gold(traces, with_knowledge=system == "tmd-gold-facts")
+        _fill_gold(traces, with_knowledge=system in GOLD_FACT_SYSTEMS)
     own_pool = pool is None
     pool = pool or ModulePool(settings)
     try:
@@ -163,7 +168,7 @@ def _fill_gold(traces: list[Trace], with_knowledge: bool) -> None:
         gold = gold_knowledge(trace.question)
         if gold is None:
             raise TmdError(f"question {trace.question.id}: no gold decomposition and facts "
-                           "(the tmd-gold-* systems need StrategyQA's annotations)")
+                           "(the *-gold-* systems need StrategyQA's annotations)")
         trace.subquestions = gold[0]
         if with_knowledge:
             trace.knowledge = gold[1]
@@ -303,10 +308,12 @@ def _answer(module: Module, trace: Trace, record: StageRecord, gen) -> None:
 
 def _multiple_choice(module, trace, record, settings, emit) -> None:
     """lm-evaluation-harness's multiple choice: log-likelihood of each option's text after the
-    question; `answer` is the highest sum (acc), `answer_norm` the highest per character (acc_norm)."""
+    question (and the gold facts, for mc-gold-facts); `answer` is the highest sum (acc), `answer_norm`
+    the highest per character (acc_norm)."""
     q = trace.question
     started = time.perf_counter()
-    scores = module.continuation_logprobs(prompts.mc_context(q), [f" {text}" for text in q.options.values()])
+    scores = module.continuation_logprobs(prompts.mc_context(q, trace.knowledge),
+                                          [f" {text}" for text in q.options.values()])
     record.seconds += time.perf_counter() - started
     record.calls += 1
     letters = list(q.options)

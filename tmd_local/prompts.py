@@ -95,10 +95,11 @@ def drd_messages(q: Question) -> list[dict]:
     return [_user(DRD.format(question=q.question, options=format_options(q.options)))]
 
 
-def mc_context(q: Question) -> str:
+def mc_context(q: Question, facts: list[str] = ()) -> str:
     """The plain-text context the `mc` baseline scores each option's text after (no chat template,
-    as lm-evaluation-harness does for a base model)."""
-    return f"Question: {q.question.strip()}\nAnswer:"
+    as lm-evaluation-harness does for a base model); `facts`, when given, come first on one line."""
+    known = " ".join(" ".join(f.split()) for f in facts if f and f.strip())
+    return (f"Facts: {known}\n" if known else "") + f"Question: {q.question.strip()}\nAnswer:"
 
 
 def _user(text: str) -> dict:

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .display import markup_safe, visible
-from .pipeline import Trace
+from .pipeline import MC_SYSTEMS, Trace
 
 
 def trace_view(trace: Trace) -> Group:
@@ -19,7 +19,7 @@ def trace_view(trace: Trace) -> Group:
                    title=f"[b]{trace.system.upper()}[/b] question {markup_safe(q.id, True)}", border_style="cyan")]
     if trace.system == "tmd":
         parts.append(_knowledge_table(trace))
-    if trace.system != "mc":
+    if trace.system not in MC_SYSTEMS:
         parts.append(Panel(Text(visible(trace.reasoning or "(no output)")), title="Reasoning", border_style="blue"))
     parts.append(_answer_line(trace))
     if trace.option_probs:
@@ -57,7 +57,7 @@ def _answer_line(trace: Trace) -> Text:
 
 def answer_provenance(trace: Trace) -> str:
     """Where the answer came from, in words: stated by the reasoning, or read from probabilities."""
-    if trace.system == "mc":
+    if trace.system in MC_SYSTEMS:
         return "log-likelihood of each option's text"
     if trace.answer_source == "stated":
         return "stated in the reasoning, and the most probable option"
@@ -119,7 +119,7 @@ def summary_table(summaries: list[dict]) -> Table:
 
 
 def _stated_cells(summary: dict) -> tuple[str, str]:
-    if summary["config"]["system"] == "mc":
+    if summary["config"]["system"] in MC_SYSTEMS:
         norm = summary.get("accuracy_norm")
         return (f"norm {100 * norm:.1f}%" if norm is not None else "-"), "-"
     return f"{100 * summary['stated_accuracy']:.1f}%", f"{100 * summary['stated_share']:.0f}%"

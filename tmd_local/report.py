@@ -61,7 +61,7 @@ class ConfigResult:
         return sum(stated_answer(r) is not None for r in self.records.values()) / self.n
 
     def norm_accuracy(self) -> float | None:
-        """mc's length-normalized accuracy (lm-evaluation-harness acc_norm); None for other systems."""
+        """The mc systems' length-normalized accuracy (lm-evaluation-harness acc_norm); None for others."""
         norm = [r for r in self.records.values() if "answer_norm" in r]
         return sum(r["answer_norm"] == r["gold"] for r in norm) / len(norm) if norm else None
 
@@ -718,9 +718,9 @@ def readme_table(rows: list[Row], report_path: Path, sources: list[Path]) -> lis
         mean, _ = row.accuracy()
         low, high = row.ci95()
         stated = (f"{100 * run.stated_accuracy():.1f}", f"{100 * run.stated_share():.0f}%")
-        if c["system"] == "mc":
-            norm = run.norm_accuracy()
-            stated = (f"- (acc_norm {100 * norm:.1f})" if norm is not None else "-", "-")
+        norm = run.norm_accuracy()  # only the mc systems score options without a reasoning
+        if norm is not None:
+            stated = (f"- (acc_norm {100 * norm:.1f})", "-")
         dataset = dataset_label(c["dataset"], c["split"])
         out.append(f"| {dataset} | {c['system'].upper()} | {student_label(c)} | {c['teacher']} | "
                    f"{training_label(c)} | {row.n} | {100 * mean:.1f} ({100 * low:.0f}-{100 * high:.0f}) | "

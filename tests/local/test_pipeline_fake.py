@@ -128,6 +128,16 @@ def test_gold_facts_replace_analyzer_and_informant():
     assert loader.prompts[0].messages == prompts.reasoner_messages(SQA, trace.subquestions, trace.knowledge)
 
 
+def test_mc_gold_facts_scores_the_options_after_the_gold_facts():
+    loader = FakeLoader(logprobs=[[(-0.5, 1), (-3.0, 1)]])
+    trace = run("mc-gold-facts", [SQA], loader.module_set(), settings(), pool=loader.pool())[0]
+    context = loader.scorings[0].context
+    assert context.startswith("Facts: The sun is a star.") and "Stars are balls of plasma." in context
+    assert context.endswith(prompts.mc_context(SQA)) and loader.prompts == []
+    assert (trace.answer, trace.answer_norm) == ("A", "A") and trace.knowledge
+    assert prompts.mc_context(SQA, ["  ", ""]) == prompts.mc_context(SQA)  # no facts, no Facts line
+
+
 def test_gold_systems_refuse_questions_without_annotations():
     loader = FakeLoader()
     with pytest.raises(TmdError, match="no gold decomposition"):
