@@ -106,10 +106,8 @@ class LoadedModule:
         self._llm = _open_llama(model, settings)
         try:
             meta = self._llm.metadata
-            self.chat_template = meta.get("tokenizer.chat_template")
-            if not self.chat_template:
-                raise TmdError(f"{model.path}: the GGUF has no tokenizer.chat_template; "
-                               "tmd needs the model's chat template to build prompts")
+            # A base model without one can still score options (the mc systems); render() refuses.
+            self.chat_template = meta.get("tokenizer.chat_template") or None
             self.file_type = FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown")
             self.bos_token = self._token_text(self._llm.token_bos())
             self.eos_token = self._token_text(self._llm.token_eos())
@@ -153,6 +151,10 @@ class LoadedModule:
         return time.perf_counter() - started
 
     def render(self, messages: list[dict]) -> str:
+        if self.chat_template is None:
+            raise TmdError(f"{self.model.path}: the GGUF has no tokenizer.chat_template; tmd needs the "
+                           "model's chat template to build prompts (without one, only mc and "
+                           "mc-gold-facts can run)")
         return render_messages(messages, self.chat_template, bos_token=self.bos_token,
                                eos_token=self.eos_token)
 

@@ -103,6 +103,27 @@ def test_mc_log_likelihoods_match_a_full_teacher_forced_pass(embedded_model):
         llm.close()
 
 
+def test_a_base_model_without_chat_template_runs_mc_and_refuses_prompts(embedded_model, tmp_path):
+    """lm-evaluation-harness scores base models that have no chat template: so does mc; a system
+    that needs prompts stops at its first one with a one-line error."""
+    import subprocess
+    import sys
+
+    from tmd_local.errors import TmdError
+    from tmd_local.runner import ModuleRef
+
+    plain = tmp_path / "no-template.gguf"
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", "--remove-metadata",
+                    "tokenizer.chat_template", str(embedded_model.path), str(plain)], check=True,
+                   capture_output=True)
+    base = ModuleSet.single(ModuleRef(plain, "no-template"))
+    with_template = run("mc", DEMO_QUESTIONS[:1], ModuleSet.single(embedded_model), small_settings())[0]
+    without = run("mc", DEMO_QUESTIONS[:1], base, small_settings())[0]
+    assert without.raw["mc"] == with_template.raw["mc"]  # the template plays no part in mc
+    with pytest.raises(TmdError, match="no tokenizer.chat_template.*only mc and mc-gold-facts"):
+        run("drd", DEMO_QUESTIONS[:1], base, small_settings())
+
+
 @pytest.mark.parametrize("system", ["drd", "tmd"])
 def test_prefix_cache_gives_identical_tokens_on_30_questions(embedded_model, data_dir, system):
     """Keeping each resident module's KV cache across questions changes no generated token."""
