@@ -25,8 +25,9 @@ from tmd_local.errors import TmdError
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with <dataset>/<split>.jsonl (default: $TMD_DATA_DIR or ../shared/data).")
 @click.option("--teacher", "teacher_spec", type=TEXT, required=True,
-              help="gold[:rationale|:facts] | openai:<model> | gguf:<path or registry name>. gold's "
-                   "Reasoner learns the recorded rationale (default) or steps built from the facts.")
+              help="gold[:rationale|:facts|:answer] | openai:<model> | gguf:<path or registry name>. gold's "
+                   "Reasoner learns the recorded rationale (default), steps built from the facts, or "
+                   "(answer) only 'Final Answer: X', as DRD does then.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder, e.g. runs/<name>/teacher. Rerunning the same command resumes.")
 @click.option("--concurrency", type=count(1, 256), default=4, show_default=True,

@@ -16,9 +16,13 @@ StrategyQA (human annotations, plus ChatGPT rationales recorded by KARD):
   A rationale's answer is tmd_local.parsing.parse_answer's, or, when that finds none, the one
   option it calls correct ("Option (D) is the correct answer"): most OBQA rationales argue option by
   option and never write "the answer is".
-OBQA / MedQA have no human decomposition or facts: only DRD and Reasoner (with "no decomposition"
-in its input) are produced, both from the recorded rationales; Analyzer/Informant are counted as
-skipped in the summary.
+OBQA / MedQA have no human decomposition or facts: Analyzer and Informant targets come from the
+recorded rationales themselves (teacher/rationale_kb.py: the topic they name, asked as a question,
+and the fact sentences they agree on), the Reasoner reasons from those; a question whose rationales
+give no topic or fact gets "No decomposition".
+`gold:answer` makes every Reasoner and DRD target the bare "Final Answer: <gold letter>": DRD is then
+the answer-only fine-tune (the floor a distilled student must beat) and the Reasoner answers straight
+from subquestions and knowledge.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tmd_local.gold import gold_knowledge, readable_subquestions
 from tmd_local.parsing import parse_answer
 from tmd_local.records import Question
 
+from .rationale_kb import decompose
 from .traces import (Context, Outcome, informant_id, numbered_steps, record, with_final_answer,
                      without_final_answer)
 
@@ -50,7 +55,7 @@ def gold_outcome(q: Question, ctx: Context) -> Outcome:
     if ctx.dataset == "strategyqa":
         _add_tmd_from_annotations(q, ctx, out)
     else:
-        _add_reasoner_from_rationale(q, ctx, out)
+        _add_tmd_from_rationales(q, ctx, out)
     out.add(*_drd_record(q, ctx))
     return out
 
@@ -72,6 +77,9 @@ def _add_tmd_from_annotations(q: Question, ctx: Context, out: Outcome) -> None:
             out.add(record(ctx, informant_id(q.id, i), "informant", prompts.informant_messages(sq), kn),
                     None)
     messages = prompts.reasoner_messages(q, subquestions, knowledge)
+    if reasoner_target_kind(ctx) == "answer":
+        out.add(record(ctx, q.id, "reasoner", messages, answer_only(q.answer)), None)
+        return
     if reasoner_target_kind(ctx) == "facts":
         out.add(record(ctx, q.id, "reasoner", messages, facts_reasoning(q, knowledge)), None)
         return
@@ -80,7 +88,7 @@ def _add_tmd_from_annotations(q: Question, ctx: Context, out: Outcome) -> None:
 
 
 def reasoner_target_kind(ctx: Context) -> str:
-    """'rationale' or 'facts', from the resolved teacher label ('gold:facts')."""
+    """'rationale', 'facts' or 'answer', from the resolved teacher label ('gold:facts')."""
     return ctx.teacher.partition(":")[2] or "rationale"
 
 
@@ -117,13 +125,34 @@ def rationale_target(text: str, letter: str) -> str:
     return with_final_answer(numbered_steps(without_final_answer(text)), letter)
 
 
+def answer_only(letter: str) -> str:
+    return f"Final Answer: {letter}"
+
+
 def _drd_record(q: Question, ctx: Context) -> tuple[dict, str | None]:
+    if reasoner_target_kind(ctx) == "answer" and q.answer is not None:
+        return record(ctx, q.id, "drd", prompts.drd_messages(q), answer_only(q.answer)), None
     text, reason = matching_rationale(q)
     target = rationale_target(text, q.answer) if text else ""
     return record(ctx, q.id, "drd", prompts.drd_messages(q), target), reason
 
 
-def _add_reasoner_from_rationale(q: Question, ctx: Context, out: Outcome) -> None:
+def _add_tmd_from_rationales(q: Question, ctx: Context, out: Outcome) -> None:
+    """Analyzer/Informant from the rationales that answer the gold option, Reasoner from those
+    (the same rationale DRD learns), every module fed what the earlier ones produce."""
+    rationales = [r for r in (q.extra.get("teacher") or {}).get("rationales") or [] if isinstance(r, str)]
+    if not rationales or q.answer is None:
+        out.add(record(ctx, q.id, "reasoner", prompts.reasoner_messages(q, [], []), ""), NO_RATIONALE)
+        return
+    agreeing = [r for r in rationales if rationale_answer(r, q.options) in (q.answer, None)]
+    found = decompose(q.question, q.options, q.answer, agreeing)
+    out.add(record(ctx, q.id, "analyzer", prompts.analyzer_messages(q),
+                   prompts.format_subquestions(found.subquestions)), None)
+    for i, (sq, kn) in enumerate(zip(found.subquestions, found.knowledge), start=1):
+        out.add(record(ctx, informant_id(q.id, i), "informant", prompts.informant_messages(sq), kn), None)
+    messages = prompts.reasoner_messages(q, found.subquestions, found.knowledge)
+    if reasoner_target_kind(ctx) == "answer":
+        out.add(record(ctx, q.id, "reasoner", messages, answer_only(q.answer)), None)
+        return
     text, reason = matching_rationale(q)
-    target = rationale_target(text, q.answer) if text else ""
-    out.add(record(ctx, q.id, "reasoner", prompts.reasoner_messages(q, [], []), target), reason)
+    out.add(record(ctx, q.id, "reasoner", messages, rationale_target(text, q.answer) if text else ""), reason)

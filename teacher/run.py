@@ -79,12 +79,7 @@ def run_gold(questions: list[Question], cfg: RunConfig) -> dict:
     started = time.perf_counter()
     ctx = cfg.context()
     outcomes = [gold_outcome(q, ctx) for q in questions]
-    extra = {}
-    if cfg.dataset != "strategyqa":
-        extra["skipped"] = {"analyzer": len(questions), "informant": len(questions),
-                            "why": f"{cfg.dataset} has no human decomposition or facts; gold gives "
-                                   "Reasoner and DRD targets from the recorded rationales only"}
-    return finish(outcomes, questions, cfg, time.perf_counter() - started, Counter(), extra)
+    return finish(outcomes, questions, cfg, time.perf_counter() - started, Counter(), {})
 
 
 # --- model teachers ------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from tmd_local.errors import TmdError
 KINDS = ("gold", "openai", "gguf")
 # What the gold teacher's Reasoner learns to write: the recorded ChatGPT rationale (the same text DRD
 # learns, with the gold subquestions and facts as input: KARD's setup), or numbered steps built from
-# the human facts. `gold` alone means the default, and records always carry the resolved label.
-GOLD_REASONER_TARGETS = ("rationale", "facts")
+# the human facts, or (`answer`) only the final answer line for both Reasoner and DRD: the
+# answer-only floor (DRD) and a Reasoner that answers straight from subquestions and knowledge.
+# `gold` alone means the default, and records always carry the resolved label.
+GOLD_REASONER_TARGETS = ("rationale", "facts", "answer")
 GOLD_DEFAULT_REASONER = "rationale"
-SPEC_HELP = "gold, gold:rationale, gold:facts, openai:<model> or gguf:<path or registry name>"
+SPEC_HELP = "gold, gold:rationale, gold:facts, gold:answer, openai:<model> or gguf:<path or registry name>"
 
 
 @dataclass(frozen=True)

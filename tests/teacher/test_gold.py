@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 from teacher.gold import rationale_answer, rationale_target
 from tmd_local.gold import assign_facts, readable_subquestions
+from teacher.rationale_kb import decompose, restates_answer, sentences, usable
 from teacher.traces import numbered_steps
 from teacher_helpers import all_records, ids_once, teach
 from tmd_local.parsing import parse_answer, parse_subquestions
@@ -96,19 +99,72 @@ def test_gold_unknown_reasoner_target_is_one_line(data_dir, tmp_path):
     assert result.exit_code == 1 and "rationale, facts" in result.output
 
 
-def test_gold_obqa_has_reasoning_targets_only(data_dir, tmp_path):
+LEAK = re.compile(r"\b(?:option|correct|incorrect|answer|question)\b|\([A-D]\)", re.I)
+
+
+def test_gold_obqa_builds_every_module_from_the_rationales_without_leaking_the_answer(data_dir, tmp_path):
     out = tmp_path / "gold"
-    result = teach("--dataset", "obqa", "--limit", "5", "--teacher", "gold", "--out", out, "--data-dir", data_dir)
+    result = teach("--dataset", "obqa", "--limit", "30", "--teacher", "gold", "--out", out, "--data-dir", data_dir)
     assert result.exit_code == 0, result.output
-    assert "skipped analyzer/informant for 5 questions" in result.output
     files = all_records(out)
-    assert files["analyzer"] == [] and files["informant"] == []
-    assert len(ids_once(files, "drd")) == len(ids_once(files, "reasoner")) == 5
-    for rec in files["reasoner"]:
-        assert "None (the question needs no decomposition)." in rec["messages"][0]["content"]
+    questions = {q["id"]: q for q in map(json.loads, (data_dir / "obqa" / "train.jsonl").read_text().splitlines()[:30])}
+    assert len(ids_once(files, "analyzer")) == 30
+    decomposed = [r for r in files["analyzer"] if r["target"] != "No decomposition"]
+    assert len(decomposed) >= 27  # nearly every OBQA rationale names its topic
+    for rec in decomposed:
+        assert parse_subquestions(rec["target"]) and rec["target"].startswith("1. What is known about ")
+    assert len(files["informant"]) >= 27
+    for rec in files["informant"]:
+        q = questions[rec["id"].split("#")[0]]
+        assert not LEAK.search(rec["target"]), rec["target"]
+        assert not any(restates_answer(s, q["question"], q["options"][q["answer"]]) for s in sentences(rec["target"]))
+    knowledge = {r["id"].split("#")[0]: r["target"] for r in files["informant"]}
+    for rec in files["reasoner"]:  # the Reasoner reads exactly the Informant's targets
+        if rec["id"] in knowledge:
+            assert f"Knowledge: {knowledge[rec['id']]}" in rec["messages"][0]["content"]
     assert {r["reason"] for r in files["rejected"]} <= {"no_matching_rationale"}
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["skipped"]["analyzer"] == 5
+
+
+def test_gold_answer_teacher_targets_are_the_bare_final_answer(data_dir, tmp_path):
+    out = tmp_path / "answer"
+    result = teach("--dataset", "obqa", "--limit", "8", "--teacher", "gold:answer", "--out", out, "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    files = all_records(out)
+    gold = {q["id"]: q["answer"] for q in map(json.loads, (data_dir / "obqa" / "train.jsonl").read_text().splitlines()[:8])}
+    for module in ("drd", "reasoner"):
+        assert len(files[module]) == 8
+        assert all(r["target"] == f"Final Answer: {gold[r['id']]}" and r["teacher"] == "gold:answer"
+                   for r in files[module])
+
+
+def test_rationale_topic_becomes_a_question_asked_before_the_answer_is_known():
+    rationales = ["This question requires some basic knowledge about evaporation and the sun. When water "
+                  "is left in the sun, it evaporates due to the heat. Option (D) is correct because summer is hot.",
+                  "This question requires basic knowledge about evaporation and the sun. When water is left "
+                  "in the sun, the heat makes it evaporate. Option (A) is incorrect because shade is cool.",
+                  "This question tests understanding of heat. Heat speeds up evaporation of water."]
+    found = decompose("Lucy left a pan of water in the sun and it dried up.",
+                      {"A": "it was in the shade", "D": "it was the summertime"}, "D", rationales)
+    assert found.subquestions == ["What is known about evaporation and the sun?"]
+    assert found.knowledge == ["When water is left in the sun, it evaporates due to the heat."]
+    assert found.dropped["names_option_or_judges"] >= 2
+
+
+def test_a_sentence_that_restates_question_and_answer_is_not_knowledge():
+    question, correct = "A higher barometer reading means", "greater air pressure in the atmosphere"
+    assert restates_answer("A higher barometer reading indicates greater air pressure in the atmosphere.",
+                           question, correct)
+    assert not restates_answer("Air pressure is the force exerted by the weight of the air above a point.",
+                               question, correct)
+    dropped = Counter()
+    assert not usable("This is known as camouflage and helps the organism hide.", question, correct, dropped)
+    assert dropped == {"leans_on_context": 1}
+
+
+def test_no_topic_or_no_fact_means_no_decomposition():
+    assert decompose("Q?", {"A": "x"}, "A", ["Option (A) is correct."]).subquestions == []
+    assert decompose("Q?", {"A": "x"}, "A", ["This question requires knowledge about rocks. Option (A) is correct."]
+                     ).dropped["no_fact"] == 1
 
 
 def _gold_answers(data_dir, n):
