@@ -38,7 +38,10 @@ class Checks:
         result = self._check(role, path, lora, label, ref)
         self.checks[f"{role}/{label}"] = {**result, "quant": quant, "kind": kind, "file": path.name,
                                           "lora": lora.name if lora else None}
-        self._enforce(role, label, quant, entry, ref, result)
+        # A LoRA trained to end at another token than the base's EOS runs with that EOS (the manifest's
+        # adapter.eos_token_id: the runtime loads the base with it), so that token counts as the GGUF's.
+        loaded_eos = self._adapter_eos(adapter) if lora and adapter is not None else None
+        self._enforce(role, label, quant, entry, ref, result, loaded_eos)
         gens = result["generations"]
         entry.update(top1_agreement=result["top1_agreement"], agreement_positions=result["positions"],
                      generation_match=round(sum(g["match"] for g in gens) / len(gens), 3) if gens else None,
@@ -65,10 +68,15 @@ class Checks:
             self.state.save()
             return result
 
-    def _enforce(self, role, label, quant, entry, ref, result) -> None:
+    def _adapter_eos(self, adapter) -> int | None:
+        from .merge import adapter_eos_override
+
+        return adapter_eos_override(self.base_dir, adapter.path)
+
+    def _enforce(self, role, label, quant, entry, ref, result, loaded_eos: int | None = None) -> None:
         if entry["chat_template_sha256"] != ref["chat_template_sha256"]:
             raise TmdError(f"{label}: the GGUF's chat template differs from the merged model's tokenizer")
-        if ref["eos_token_id"] not in entry["eos_token_ids"]:
+        if ref["eos_token_id"] not in entry["eos_token_ids"] and ref["eos_token_id"] != loaded_eos:
             raise TmdError(f"{label}: the GGUF's EOS ids {entry['eos_token_ids']} lack the tokenizer's "
                            f"EOS {ref['eos_token_id']}")
         if not result["tokenizer_match"]:

@@ -151,8 +151,11 @@ class Making:
         a = self.adapter_of[role]
         final = self.out / f"{role}.lora.gguf"
         rec = self.state.record_of(final)
-        return {"file": final.name, "size": rec["size"], "sha256": rec["sha256"], "type": LORA_OUTTYPE,
-                "rank": a.rank, "lora_alpha": rec.get("lora_alpha") or a.alpha}
+        entry = {"file": final.name, "size": rec["size"], "sha256": rec["sha256"], "type": LORA_OUTTYPE,
+                 "rank": a.rank, "lora_alpha": rec.get("lora_alpha") or a.alpha}
+        from .merge import adapter_eos_override
+        eos = adapter_eos_override(self.base_dir, a.path)
+        return entry if eos is None else {**entry, "eos_token_id": eos}
 
     def _convert(self, script, args: list[str], final: Path, meta) -> None:
         """Run one of llama.cpp's converters into a scratch file, then write `final` atomically with

@@ -123,6 +123,14 @@ def pick_tokenizer(base_dir: Path, adapter_dir: Path):
     return tok, None
 
 
+def adapter_eos_override(base_dir: Path, adapter_dir: Path) -> int | None:
+    """The EOS id the adapter was trained to end with, when it is not the base's: a LoRA GGUF cannot
+    change the base's vocabulary, so the bundle names it and the runtime loads the base with it."""
+    tok, _ = pick_tokenizer(base_dir, adapter_dir)
+    base_eos = load_tokenizer(base_dir).eos_token_id
+    return tok.eos_token_id if tok.eos_token_id is not None and tok.eos_token_id != base_eos else None
+
+
 def _carry_sentencepiece_model(merged: Path, *sources: Path) -> None:
     """transformers 5 saves no SentencePiece tokenizer.model, yet llama.cpp's converter reads such a
     vocabulary (Phi-3, Llama 2, Gemma 3) only from it: copy it from the adapter or else the base."""

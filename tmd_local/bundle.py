@@ -54,6 +54,9 @@ class Role:
     # A merged role may also ship as base + LoRA (`adapter.base_files`): the same module in a form
     # whose roles share one resident base and switch by swapping adapters (prefer_adapter=True).
     adapter_base_files: dict[str, FileEntry] = field(default_factory=dict)
+    # The token the adapter ends its turn with when it is not the base's EOS (`adapter.eos_token_id`):
+    # the base is then loaded with that EOS, or generation would run past the module's answer.
+    eos_token_id: int | None = None
 
     def files_for(self, prefer_adapter: bool) -> dict[str, FileEntry]:
         return self.adapter_base_files if prefer_adapter and self.adapter_base_files else self.files
@@ -160,7 +163,8 @@ class Bundle:
         return ModuleRef(base.path, f"{self.name}/{role.name}", adapter=role.adapter.path.resolve(),
                          quant=getattr(base, "quant", None), size=getattr(base, "size", None),
                          sha256_expected=getattr(base, "sha256_expected", None),
-                         adapter_sha256_expected=role.adapter.sha256, source=role.adapter.where)
+                         adapter_sha256_expected=role.adapter.sha256, source=role.adapter.where,
+                         eos_token_id=role.eos_token_id)
 
     def _base_ref(self) -> ModelRef:
         """The bundle's base model: a registry name, or a GGUF file inside the bundle folder, held
@@ -171,7 +175,14 @@ class Bundle:
         if self.manifest_path is None or self.base in EMBEDDED:
             ref = resolve_model(self.base)
             quant = FILE_TYPES.get(int(read_gguf_header(ref.path).get("general.file_type", -1)))
-            return ModuleRef(ref.path, ref.name, quant=quant)
+            # A shipped bundle of adapters names the exact base GGUF they were trained on.
+            sha = self.manifest.get("base_sha256") if self.manifest_path is not None else None
+            if sha is not None:
+                if not isinstance(sha, str) or not _SHA256.match(sha):
+                    raise TmdError(f"{self.manifest_path}: field 'base_sha256': expected 64 hex characters, got {sha!r}")
+                check_entry(FileEntry(ref.path, sha.lower(), None, f"{self.manifest_path}: base {self.base}"))
+            return ModuleRef(ref.path, ref.name, quant=quant,
+                             sha256_expected=sha.lower() if sha else None)
         path = self.manifest_path.parent / self.base
         entry = self._entry_for(path)
         where = f"{self.manifest_path}: base"
@@ -316,7 +327,10 @@ def parse_role(role: str, spec, manifest_path: Path) -> Role:
             raise TmdError(f"{at}.adapter.base_files': expected an object quant -> file entry")
         base_files = {quant.lower(): _parse_file(entry, manifest_path, f"{at}.adapter.base_files.{quant}")
                       for quant, entry in alt.items()}
-    return Role(role, mode, files, adapter, base_files)
+    eos = (spec.get("adapter") or {}).get("eos_token_id")
+    if eos is not None and (not isinstance(eos, int) or isinstance(eos, bool) or eos < 0):
+        raise TmdError(f"{at}.adapter.eos_token_id': expected a token id (a whole number >= 0), got {eos!r}")
+    return Role(role, mode, files, adapter, base_files, eos)
 
 
 def _parse_file(entry, manifest_path: Path, at: str) -> FileEntry:

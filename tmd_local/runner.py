@@ -70,6 +70,7 @@ class ModuleRef(ModelRef):
     sha256_expected: str | None = None
     adapter_sha256_expected: str | None = None
     source: str = ""  # where the promise comes from, e.g. "models/b/manifest.json: modules.analyzer"
+    eos_token_id: int | None = None  # load the GGUF with this EOS (an adapter trained to end there)
 
     @property
     def label(self) -> str:
@@ -332,9 +333,11 @@ def _open_llama(model: ModelRef, settings: GenerationSettings):
     try:
         # n_threads_batch follows n_threads: llama-cpp-python would otherwise start one prompt thread
         # per core, which spin against whatever else shares the machine.
+        eos = getattr(model, "eos_token_id", None)
+        overrides = {"tokenizer.ggml.eos_token_id": eos} if eos is not None else None
         return Llama(model_path=str(model.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                      n_threads_batch=settings.n_threads, n_batch=settings.n_batch, seed=settings.seed,
-                     verbose=False)
+                     kv_overrides=overrides, verbose=False)
     except (ValueError, RuntimeError) as e:
         raise TmdError(f"{model.path}: llama.cpp could not load it ({e})") from None
 
@@ -464,6 +467,10 @@ class LlamaLoader:
 
 # --- residency -------------------------------------------------------------------------------
 
+def _eos_of(ref: ModelRef) -> int | None:
+    return getattr(ref, "eos_token_id", None)
+
+
 class ModulePool:
     """What is in memory, and the rules for loading more.
 
@@ -504,6 +511,10 @@ class ModulePool:
             verify_files(ref)
         adapter = getattr(ref, "adapter", None)
         module = self._loaded.pop(ref.path, None)
+        if module is not None and _eos_of(module.model) != _eos_of(ref):  # loaded with another EOS
+            self._loaded[ref.path] = module
+            self._close(ref.path)
+            module = None
         if module is not None:  # already resident: reuse it, swapping the adapter if needed
             self._loaded[ref.path] = module  # now the most recently used
             if adapter is not None and not module.has_adapter(adapter):
