@@ -23,7 +23,6 @@ LR=${LR:-1e-3}
 ALPHA=${ALPHA:-32}               # chosen on validation (runs/.../gpu/logs/validation.json)
 BATCH=${BATCH:-16}
 TEST=${TEST:-500}
-THREADS=${THREADS:-2}
 PHASE=${PHASE:-all}
 TMD=${TMD:-.venv/bin/tmd}
 mkdir -p logs results
@@ -67,17 +66,32 @@ if [[ $PHASE == train || $PHASE == all ]]; then
 fi
 [[ $PHASE == train ]] && exit 0
 
-# --- export: q8_0 merged GGUFs for evaluation; the shipped bundle is the LoRA GGUFs (below) -------
-step export "$TMD" export --adapters "$RUN/adapters" --quant q8_0 --out "$BUNDLE"
-step export-answer "$TMD" export --adapters "$RUN-answer/adapters" --quant q8_0 --out "$BUNDLE-answer"
+# --- export: q8_0 merged GGUFs for evaluation; the shipped bundle is the LoRA GGUFs (ship_obqa.sh) --
+step export "$TMD" export --adapters "$RUN/adapters" --quant q8_0 --no-keep-merged --out "$BUNDLE"
+if trained "$RUN-answer/adapters/reasoner"; then
+    step export-answer "$TMD" export --adapters "$RUN-answer/adapters" --quant q8_0 --no-keep-merged --out "$BUNDLE-answer"
+else  # the answer-only DRD alone (the out-of-fold Reasoners were not trained)
+    step export-answer "$TMD" export --adapters "$RUN-answer/adapters" --modules drd \
+        --zero-shot analyzer,informant,reasoner --quant q8_0 --no-keep-merged --out "$BUNDLE-answer"
+fi
 
-# --- test: every system once on all 500 test questions ----------------------------------------
-EVAL=(--dataset obqa --split test --limit "$TEST" --threads "$THREADS" --batch-size 50)
-step test-answer-only "$TMD" eval "${EVAL[@]}" --system drd --bundle "$BUNDLE-answer" --quant q8_0 \
-    --out results/obqa-answer-only.jsonl
-step test-tmd-answer "$TMD" eval "${EVAL[@]}" --system tmd --bundle "$BUNDLE-answer" --quant q8_0 \
-    --out results/obqa-tmd-answer.jsonl
-step test-mc "$TMD" eval "${EVAL[@]}" --system mc --out results/obqa-zero-shot.jsonl
-step test-finetuned "$TMD" eval "${EVAL[@]}" --system tmd --system drd --bundle "$BUNDLE" --quant q8_0 \
-    --out results/obqa-finetuned.jsonl
-step test-zero-shot "$TMD" eval "${EVAL[@]}" --system drd --system tmd --out results/obqa-zero-shot.jsonl
+# --- test: every system once on the 500 test questions, two one-thread evaluations at a time, each
+# writing its own results file (two processes never append to one file) ---------------------------
+EVAL=(--dataset obqa --split test --limit "$TEST" --threads 1 --batch-size 50)
+finetuned() {
+    step test-finetuned "$TMD" eval "${EVAL[@]}" --system tmd --system drd --bundle "$BUNDLE" --quant q8_0 \
+        --out results/obqa-finetuned.jsonl
+    if trained "$RUN-answer/adapters/reasoner"; then
+        step test-tmd-answer "$TMD" eval "${EVAL[@]}" --system tmd --bundle "$BUNDLE-answer" --quant q8_0 \
+            --out results/obqa-finetuned.jsonl
+    fi
+}
+floors() {
+    step test-answer-only "$TMD" eval "${EVAL[@]}" --system drd --bundle "$BUNDLE-answer" --quant q8_0 \
+        --out results/obqa-answer-only.jsonl
+    step test-mc "$TMD" eval "${EVAL[@]}" --system mc --out results/obqa-zero-shot.jsonl
+    step test-zero-shot "$TMD" eval "${EVAL[@]}" --system drd --system tmd --out results/obqa-zero-shot.jsonl
+}
+finetuned > logs/obqa-eval-finetuned.log 2>&1 &
+floors > logs/obqa-eval-floors.log 2>&1 &
+wait
