@@ -41,15 +41,18 @@ def cli():
 @click.option("--option", "options", type=TEXT, multiple=True, metavar="LETTER=TEXT",
               help="An answer option, e.g. --option A='a marsh'. Repeat for each option.")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+@click.option("--zero-shot", is_flag=True,
+              help="Run the base model itself, not the shipped distilled students (used for four-option questions).")
 @generation_options
 @runtime_options
 @one_line_errors
-def ask(question, options, as_json, model, system, n_ctx, threads, temperature, seed, bundle, quant,
+def ask(question, options, as_json, zero_shot, model, system, n_ctx, threads, temperature, seed, bundle, quant,
         max_memory, memory_budget, results_paths, keep_loaded):
     """Answer one QUESTION and show the whole trace."""
     from .records import Question
 
     q = Question("cli", parse_question_text(question), parse_option_flags(options))
+    bundle = default_bundle(q, model, bundle, zero_shot, quiet=as_json)
     settings = build_settings(n_ctx, threads, temperature, seed)
     modules, pool, _ = build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, systems=(system,),
                                      memory_budget=memory_budget, results_paths=results_paths)
@@ -60,6 +63,21 @@ def ask(question, options, as_json, model, system, n_ctx, threads, temperature, 
     else:
         from .render import trace_view
         console.print(trace_view(trace))
+
+
+def default_bundle(q, model, bundle, zero_shot: bool, quiet: bool = False):
+    """The shipped distilled OBQA students for a four-option question asked of the default model,
+    unless a bundle or --zero-shot was given."""
+    from .registry import DEFAULT_MODEL
+    from .shipped import shipped_bundle, suits
+
+    shipped = shipped_bundle()
+    if bundle or zero_shot or model != DEFAULT_MODEL or shipped is None or not suits(q.options):
+        return bundle
+    if not quiet:
+        err_console.print(f"[dim]four options: the shipped distilled students ({shipped.name}); "
+                          "--zero-shot runs the base model instead[/dim]")
+    return str(shipped)
 
 
 def parse_question_text(question: str) -> str:
@@ -120,14 +138,54 @@ def demo(model, system, n_ctx, threads, temperature, seed):
                   "memory at a time.\n")
     modules = ModuleSet.single(ref)
     settings = build_settings(n_ctx, threads, temperature, seed)
-    correct = 0
+    zero_shot = {}
     for q in DEMO_QUESTIONS:
         trace = _run_with_status(system, [q], modules, settings)[0]
         console.print(trace_view(trace))
         console.rule()
-        correct += bool(trace.correct)
+        zero_shot[q.id] = trace
+    correct = sum(bool(t.correct) for t in zero_shot.values())
     console.print(f"{correct}/{len(DEMO_QUESTIONS)} demo questions answered correctly by the zero-shot "
-                  f"{markup_safe(ref.name)}. Three questions say nothing about accuracy: see `tmd eval`.")
+                  f"{markup_safe(ref.name)}. Three questions say nothing about accuracy: see `tmd eval`.\n")
+    _demo_distilled(system, zero_shot, settings)
+
+
+def _demo_distilled(system, zero_shot, settings) -> None:
+    """The shipped distilled students on the demo's four-option questions, beside the zero-shot answers,
+    with the accuracy measured for them and what produced it."""
+    from rich.table import Table
+
+    from .bundle import load_bundle
+    from .demo import DEMO_QUESTIONS
+    from .render import trace_view
+    from .shipped import measured_lines, shipped_bundle, suits
+
+    folder = shipped_bundle()
+    if folder is None:
+        console.print("[dim]No distilled students ship with this install (models/obqa-135m).[/dim]")
+        return
+    bundle = load_bundle(folder)
+    modules = bundle.module_set()
+    info = bundle.info
+    console.rule(f"[b]Distilled students ({folder.name})[/b]")
+    console.print(f"LoRA adapters over the same {markup_safe(bundle.base)} GGUF; teacher {info.get('teacher')}, "
+                  "OpenBookQA train questions; see docs/RESULTS.md for every figure.")
+    for line in measured_lines(bundle):
+        console.print(f"  measured: {line}")
+    table = Table(title=f"{system.upper()}: zero-shot vs distilled")
+    for col in ("question", "gold", "zero-shot", "distilled"):
+        table.add_column(col)
+    for q in [q for q in DEMO_QUESTIONS if suits(q.options)]:
+        trace = _run_with_status(system, [q], modules, settings)[0]
+        console.print(trace_view(trace))
+        before = zero_shot[q.id]
+        table.add_row(q.question, q.answer, _demo_cell(before), _demo_cell(trace))
+    console.print(table)
+
+
+def _demo_cell(trace) -> str:
+    mark = "right" if trace.correct else "wrong"
+    return f"{trace.answer or '-'} ({mark})"
 
 
 @cli.command(name="eval")

@@ -49,6 +49,18 @@ def test_ask_json_trace(embedded_model):
 
 
 @pytest.mark.slow
+def test_four_options_use_the_shipped_students_unless_zero_shot(embedded_model):
+    shipped = invoke("ask", *FOG, "--json", "--system", "drd", "--n-ctx", "1024")
+    assert shipped.exit_code == 0, shipped.output
+    assert json.loads(shipped.output)["stages"]["drd"]["model"] == "obqa-135m/drd"
+    base = invoke("ask", *FOG, "--json", "--system", "drd", "--n-ctx", "1024", "--zero-shot")
+    assert base.exit_code == 0, base.output
+    assert json.loads(base.output)["stages"]["drd"]["model"] == "smollm2-135m-instruct"
+    yes_no = invoke("ask", "Is fog wet?", "--option", "A=yes", "--option", "B=no", "--json", "--system", "drd")
+    assert json.loads(yes_no.output)["stages"]["drd"]["model"] == "smollm2-135m-instruct"
+
+
+@pytest.mark.slow
 def test_eval_writes_labelled_results_and_resumes(embedded_model, data_dir, workdir):
     args = ["eval", "--dataset", "strategyqa", "--split", "test", "--limit", "2", "--system", "drd",
             "--data-dir", str(data_dir), "--out", "r.jsonl"]
