@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from tmd_local.errors import TmdError
-from tmd_local.jsonl import staged_dir
+from tmd_local.jsonl import read_json, staged_dir
 from tmd_local.paths import cache_dir
 
 DIST_NAME = "llama-cpp-python"
@@ -130,11 +130,11 @@ def ensure_converter(version: str | None = None, cache: Path | None = None,
 
 
 def _complete(root: Path, version: str) -> bool:
-    try:
-        marker = json.loads((root / MARKER).read_text())
-    except (OSError, ValueError):
+    try:  # written last by the extraction: damaged or missing means "extract again"
+        marker = read_json(root / MARKER, "converter marker")
+    except TmdError:
         return False
-    return marker.get("version") == version and all((root / m.rstrip("/")).exists() for m in MEMBERS
+    return isinstance(marker, dict) and marker.get("version") == version and all((root / m.rstrip("/")).exists() for m in MEMBERS
                                                      if m != "requirements/")
 
 
