@@ -36,7 +36,7 @@ def fingerprint(*parts: Any) -> str:
 
 def disk_error(e: OSError, where: Path) -> TmdError | None:
     """A full disk or an unwritable folder as a one-line error; None for other OSErrors."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: a file-size limit (ulimit -f)
         return TmdError(f"{where}: out of disk space; free some and rerun (finished files are kept)")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return TmdError(f"{where}: cannot write ({e.strerror})")

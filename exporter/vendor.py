@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,9 +90,15 @@ class Converter:
             proc = subprocess.run([sys.executable, str(script), *args], env=self.env(threads),
                                   stdout=log, stderr=subprocess.STDOUT, cwd=str(self.root))
         if proc.returncode != 0:
-            raise TmdError(f"llama.cpp's {script.name} failed (exit {proc.returncode}): "
-                           f"{_last_error_line(log_path)} (full log: {log_path})")
+            last = _last_error_line(log_path)
+            full = "out of disk space; free some and rerun (finished files are kept): " if _DISK_FULL.search(last) else ""
+            raise TmdError(f"llama.cpp's {script.name} failed (exit {proc.returncode}): {full}{last} "
+                           f"(full log: {log_path})")
         return time.perf_counter() - started
+
+
+# How a write that ran out of space ends a converter: Python's words, or numpy's short write.
+_DISK_FULL = re.compile(r"No space left on device|File too large|Disk quota exceeded|\d+ requested and \d+ written")
 
 
 def _last_error_line(log_path: Path) -> str:
