@@ -91,7 +91,8 @@ class Converter:
                                   stdout=log, stderr=subprocess.STDOUT, cwd=str(self.root))
         if proc.returncode != 0:
             last = _last_error_line(log_path)
-            full = "out of disk space; free some and rerun (finished files are kept): " if _DISK_FULL.search(last) else ""
+            full = ("out of disk space; free some and rerun (finished files are kept): "
+                    if _DISK_FULL.search(last) else "")
             raise TmdError(f"llama.cpp's {script.name} failed (exit {proc.returncode}): {full}{last} "
                            f"(full log: {log_path})")
         return time.perf_counter() - started
@@ -141,8 +142,9 @@ def _complete(root: Path, version: str) -> bool:
         marker = read_json(root / MARKER, "converter marker")
     except TmdError:
         return False
-    return isinstance(marker, dict) and marker.get("version") == version and all((root / m.rstrip("/")).exists() for m in MEMBERS
-                                                     if m != "requirements/")
+    if not isinstance(marker, dict) or marker.get("version") != version:
+        return False
+    return all((root / m.rstrip("/")).exists() for m in MEMBERS if m != "requirements/")
 
 
 def fetch_sdist(version: str, dest_dir: Path) -> Path:

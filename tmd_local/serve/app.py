@@ -25,7 +25,7 @@ from ..errors import TmdError
 from ..pipeline import Trace
 from ..runner import Cancelled
 from .engine import Engine, Job, QueueFull, Sampling, ShuttingDown
-from .limits import BodyLimit
+from .limits import RequestLimits
 from .schema import (SERVED_SYSTEMS, AnswerRequest, BadRequest, ChatRequest, answer_question,
                      question_from_chat)
 
@@ -59,7 +59,7 @@ def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | N
     # No /docs: the Swagger page loads its scripts from a CDN, and this server runs offline.
     app = FastAPI(title="tmd", lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(app, engine)
-    app.add_middleware(BodyLimit, limit=max_body_bytes, on_refused=engine.metrics.count_rejected)
+    app.add_middleware(RequestLimits, limit=max_body_bytes, on_refused=engine.metrics.count_rejected)
     authorized = [Depends(_bearer_check(api_key, engine))]
 
     @app.get("/health")

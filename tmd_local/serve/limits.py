@@ -2,7 +2,7 @@
 send its request. Without these a client could hold memory with a 30 MB body, or a connection (and
 its file descriptor) for ever by sending its headers a byte a minute.
 
-- BodyLimit (ASGI middleware): a declared Content-Length over the limit is answered 413 before any
+- RequestLimits (ASGI middleware): a declared Content-Length over the limit is answered 413 before any
   of the body is read; a body without one (chunked) is counted as it arrives and refused the moment
   it passes the limit. Either way at most `limit` bytes are ever held.
 - timed_h11(seconds): uvicorn's HTTP/1.1 protocol with a deadline for each request, from the
@@ -10,7 +10,7 @@ its file descriptor) for ever by sending its headers a byte a minute.
   still sending when it passes gets 408 and its connection is closed. uvicorn has a keep-alive
   timeout between requests but none while one is being received.
 - Headers: h11 refuses (400) a request whose headers are still incomplete past MAX_HEADER_BYTES;
-  headers that arrive complete in one read escape that check, so BodyLimit also answers 431 to any
+  headers that arrive complete in one read escape that check, so RequestLimits also answers 431 to any
   request line + headers larger than MAX_HEADER_BYTES.
 """
 
@@ -41,14 +41,15 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, too_large_message(limit))
 
 
-class BodyLimit:
+class RequestLimits:
     def __init__(self, app, limit: int, on_refused=lambda: None):
         self.app, self.limit, self.on_refused = app, limit, on_refused
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        head = len(scope["raw_path"]) + len(scope["query_string"]) + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        head = len(scope["raw_path"]) + len(scope["query_string"]) + sum(len(k) + len(v) + 4
+                                                                          for k, v in scope["headers"])
         if head > MAX_HEADER_BYTES:
             self.on_refused()
             return await self._refuse(send, 431, f"request headers are {head} bytes; this server takes at most "
