@@ -379,15 +379,17 @@ def _object(value, file: Path) -> dict:
 
 
 def _loop_state(saved: dict, file: Path) -> LoopState:
-    """LoopState from a checkpoint's state.json, each field of the type its default has."""
+    """LoopState from a checkpoint's state.json: each count, number and list of the type its default
+    has; a field the file lacks (a checkpoint from an older tmd) keeps its default."""
+    kinds = {int: (int, "a count >= 0"), float: ((int, float), "a number"), list: (list, "a list")}
     values = {}
     for f in dataclasses.fields(LoopState):
         if f.name not in saved:
-            raise TmdError(f"{file}: field 'state.{f.name}' is missing; pass --fresh to start over")
-        value, default = saved[f.name], getattr(LoopState(), f.name)
-        kind = {int: int, float: (int, float), list: list}[type(default)]
-        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
-            expected = {int: "a count >= 0", list: "a list"}.get(kind, "a number")
+            continue
+        value = saved[f.name]
+        kind, expected = kinds.get(type(getattr(LoopState(), f.name)), (None, ""))
+        if kind is not None and (isinstance(value, bool) or not isinstance(value, kind)
+                                 or (kind is int and value < 0)):
             raise TmdError(f"{file}: field 'state.{f.name}': expected {expected}, got {value!r:.40}; "
                            "pass --fresh to start over")
         values[f.name] = value
