@@ -38,6 +38,7 @@ test-fast: $(STAMP)
 # stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512).
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py
+	$(BIN)/python scripts/load_serve.py --bench  # tmd serve: requests/s, p50/p95 for 1, 4, 16 clients
 
 # The README's measured figures, regenerated end to end, resuming whatever is already done:
 # full-scale distillation (100/400/1603 questions, learning curve, error sources, test split; many

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tmd_local.errors import TmdError
 from tmd_local.formats import AdapterMeta
+from tmd_local.jsonl import parse_json, read_json
 from tmd_local.roles import ROLES
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -179,21 +180,19 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
             (n,) = struct.unpack("<Q", f.read(8))
             if n > 100_000_000:
                 raise ValueError("header too large")
-            header = json.loads(f.read(n))
+            header = parse_json(f.read(n), f"{path} (safetensors header)")
     except (OSError, ValueError, struct.error) as e:
         raise TmdError(f"{path}: not a readable safetensors file ({e})") from None
+    if not isinstance(header, dict) or not all(isinstance(v, dict) and isinstance(v.get("shape"), list)
+                                               for k, v in header.items() if k != "__metadata__"):
+        raise TmdError(f"{path}: not a readable safetensors file (a header entry without a shape)")
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise TmdError(f"{path}: cannot read ({e.strerror})") from None
-    except ValueError as e:
-        raise TmdError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise TmdError(f"{path}: expected a JSON object")
+        raise TmdError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
 
 

@@ -27,7 +27,7 @@ from tmd_local import __version__ as TMD_VERSION
 from tmd_local.bundle import MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest, parse_role
 from tmd_local.errors import TmdError
 from tmd_local.formats import Manifest
-from tmd_local.jsonl import write_json_atomic
+from tmd_local.jsonl import read_json, write_json_atomic
 from tmd_local.roles import ROLES
 from tmd_local.registry import file_sha256
 from tmd_local.runner import verify_file
@@ -152,18 +152,20 @@ def take_down_manifest(bundle_dir: Path, work: Path, rewritten: set[str], notes:
     still there with their sha256, to carry over into the new manifest."""
     current = bundle_dir / MANIFEST
     kept = work / "previous-manifest.json"
+    # A damaged manifest (or a damaged copy of one) keeps nothing: its roles are exported again.
     if current.is_file():
         try:
-            data = json.loads(current.read_text())
-        except ValueError:
-            data = None
-        if data is not None:
-            write_json_atomic(kept, data)
+            write_json_atomic(kept, read_json(current, "bundle manifest"))
+        except TmdError as e:
+            notes.append(f"previous manifest not kept ({e})")
         current.unlink()
     try:
-        data = json.loads(kept.read_text())
-        modules = data.get("modules", {}) if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        data = read_json(kept, "previous manifest") if kept.exists() else {}
+    except TmdError as e:
+        notes.append(f"previous manifest not kept ({e})")
+        return {}
+    modules = data.get("modules", {}) if isinstance(data, dict) else {}
+    if not isinstance(modules, dict):
         return {}
     return {role: entry for role, entry in modules.items()
             if role not in rewritten and role in ROLES and _still_valid(role, entry, current, notes)}

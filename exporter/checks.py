@@ -8,12 +8,11 @@ of an exact type) stops the export with a one-line error.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from tmd_local.errors import TmdError
-from tmd_local.jsonl import write_json_atomic
+from tmd_local.jsonl import read_json, write_json_atomic
 
 from .adapters import AdapterInfo
 from .state import disk_error, fingerprint
@@ -94,11 +93,11 @@ class Checks:
         key = fingerprint(fp, REFERENCE_VERSION)
         if role in self.references:
             return self.references[role]
-        try:
-            ref = json.loads(path.read_text())
-            if ref.get("key") != key:
+        try:  # a cache: missing, damaged or stale means "compute it again"
+            ref = read_json(path, "reference file")
+            if not isinstance(ref, dict) or ref.get("key") != key:
                 raise ValueError
-        except (OSError, ValueError):
+        except (TmdError, ValueError):
             model, tok = load()
             ref = compute_reference(model, tok, ref_role, self.o.threads)
             ref["key"] = key

@@ -22,7 +22,6 @@ Layout of <out>/:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tmd_local.errors import TmdError
+from tmd_local.jsonl import read_json
 from tmd_local.quants import parse_quant_list, preferred
 from tmd_local.roles import ROLES, role_named
 
@@ -104,9 +104,9 @@ def _base_fingerprint(base_dir: Path) -> str:
 def _param_count(base_dir: Path) -> int:
     total = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
     try:
-        config = json.loads((base_dir / "config.json").read_text())
-        dtype = config.get("dtype") or config.get("torch_dtype")
-    except ValueError:
+        config = read_json(base_dir / "config.json", "model config")
+        dtype = (config.get("dtype") or config.get("torch_dtype")) if isinstance(config, dict) else None
+    except TmdError:
         dtype = None
     return total // (2 if dtype in ("float16", "bfloat16") else 4)
 

@@ -12,10 +12,10 @@ script does. Quantizing keeps every key of its input, so the quantized files inh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tmd_local.errors import TmdError
+from tmd_local.jsonl import read_json
 
 # llama.cpp gives a Phi-3 vocabulary's special tokens the rstrip attribute (the whitespace after
 # <|user|>, <|end|>, ... belongs to them, as in Phi-3's tokenizer_config) only in a GGUF whose
@@ -58,9 +58,10 @@ def name_for_llama_cpp(base_dir: Path, name: str) -> dict[str, str]:
     """{"general.name": ...} where llama.cpp keys tokenizer behaviour on the name: a Phi-3 base with a
     SentencePiece vocabulary (Phi-4's BPE vocabulary has no such rule) gets "(phi3)" after `name`."""
     try:
-        model_type = json.loads((base_dir / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError):
+        config = read_json(base_dir / "config.json", "model config")
+    except TmdError:
         return {}
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type == "phi3" and (base_dir / "tokenizer.model").is_file():
         marked = any(mark in name.lower() for mark in PHI3_NAME_MARKS)
         return {"general.name": name if marked else f"{name} (phi3)"}

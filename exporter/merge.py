@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tmd_local.errors import TmdError
-from tmd_local.jsonl import staged_dir
+from tmd_local.jsonl import read_json, staged_dir
 
 from .adapters import AdapterInfo
 
@@ -22,10 +22,13 @@ SENTENCEPIECE_MODEL = "tokenizer.model"
 
 
 def merged_is_current(out_dir: Path, fingerprint: str) -> bool:
+    """The marker is written last, so one that is missing, damaged or not ours means "merge again"
+    (the folder is rebuilt whole): nothing is lost, and no bad marker can pass for a finished merge."""
     try:
-        return json.loads((out_dir / MARKER).read_text()).get("fingerprint") == fingerprint
-    except (OSError, ValueError):
+        marker = read_json(out_dir / MARKER, "merge marker")
+    except TmdError:
         return False
+    return isinstance(marker, dict) and marker.get("fingerprint") == fingerprint
 
 
 def quiet_transformers() -> None:

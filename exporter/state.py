@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from tmd_local.errors import TmdError
 from tmd_local.gguf_file import read_gguf_info
-from tmd_local.jsonl import write_json_atomic
+from tmd_local.jsonl import read_json, write_json_atomic
 from tmd_local.registry import file_sha256
 
 STATE_DIR = ".tmd-export"
@@ -36,7 +36,7 @@ def fingerprint(*parts: Any) -> str:
 
 def disk_error(e: OSError, where: Path) -> TmdError | None:
     """A full disk or an unwritable folder as a one-line error; None for other OSErrors."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: a file-size limit (ulimit -f)
         return TmdError(f"{where}: out of disk space; free some and rerun (finished files are kept)")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return TmdError(f"{where}: cannot write ({e.strerror})")
@@ -65,6 +65,39 @@ def atomic(final: Path) -> Iterator[Path]:
         raise
 
 
+# A record's fields that a rerun and the manifest read, with their JSON types.
+_RECORD_FIELDS = {"fingerprint": str, "size": int, "sha256": str, "seconds": (int, float), "file_type": str,
+                  "bits_per_weight": (int, float), "tensor_types": dict, "chat_template_sha256": (str, type(None)),
+                  "eos_token_ids": list, "tmd": dict, "general_type": str}
+
+
+def read_state(path: Path) -> dict:
+    """state.json, or a fresh state when there is none (or it is of another version). It is only
+    ever replaced atomically, so a damaged one was edited by hand: one line naming the file and
+    field, rather than a traceback or a silent redo of hours of work."""
+    fresh = {"version": STATE_VERSION, "files": {}, "verify": {}}
+    if not path.exists():
+        return fresh
+    hint = "; delete it to redo the export's steps (finished files are checked again)"
+    try:
+        data = read_json(path, "export state file")
+    except TmdError as e:
+        raise TmdError(f"{e}{hint}") from None
+    if not isinstance(data, dict):
+        raise TmdError(f"{path}: expected a JSON object, got {type(data).__name__}{hint}")
+    if data.get("version") != STATE_VERSION:
+        return fresh
+    for key in ("files", "verify"):
+        if not isinstance(data.get(key), dict):
+            raise TmdError(f"{path}: field '{key}': expected an object{hint}")
+    for name, rec in data["files"].items():
+        for field, kind in _RECORD_FIELDS.items():
+            value = rec.get(field) if isinstance(rec, dict) else None
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise TmdError(f"{path}: field 'files.{name}.{field}': unexpected value {value!r:.40}{hint}")
+    return data
+
+
 class ExportState:
     """state.json of one bundle folder: finished files (keyed by their path in the bundle) and
     verification results (keyed by their label)."""
@@ -72,13 +105,7 @@ class ExportState:
     def __init__(self, out: Path):
         self.out = out
         self.path = out / STATE_DIR / "state.json"
-        try:
-            data = json.loads(self.path.read_text())
-            if data.get("version") != STATE_VERSION:
-                raise ValueError
-        except (OSError, ValueError):
-            data = {"version": STATE_VERSION, "files": {}, "verify": {}}
-        self.data = data
+        self.data = read_state(self.path)
 
     @property
     def files(self) -> dict[str, dict]:

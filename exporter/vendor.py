@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from tmd_local.errors import TmdError
-from tmd_local.jsonl import staged_dir
+from tmd_local.jsonl import read_json, staged_dir
 from tmd_local.paths import cache_dir
 
 DIST_NAME = "llama-cpp-python"
@@ -89,9 +90,16 @@ class Converter:
             proc = subprocess.run([sys.executable, str(script), *args], env=self.env(threads),
                                   stdout=log, stderr=subprocess.STDOUT, cwd=str(self.root))
         if proc.returncode != 0:
-            raise TmdError(f"llama.cpp's {script.name} failed (exit {proc.returncode}): "
-                           f"{_last_error_line(log_path)} (full log: {log_path})")
+            last = _last_error_line(log_path)
+            full = ("out of disk space; free some and rerun (finished files are kept): "
+                    if _DISK_FULL.search(last) else "")
+            raise TmdError(f"llama.cpp's {script.name} failed (exit {proc.returncode}): {full}{last} "
+                           f"(full log: {log_path})")
         return time.perf_counter() - started
+
+
+# How a write that ran out of space ends a converter: Python's words, or numpy's short write.
+_DISK_FULL = re.compile(r"No space left on device|File too large|Disk quota exceeded|\d+ requested and \d+ written")
 
 
 def _last_error_line(log_path: Path) -> str:
@@ -130,12 +138,13 @@ def ensure_converter(version: str | None = None, cache: Path | None = None,
 
 
 def _complete(root: Path, version: str) -> bool:
-    try:
-        marker = json.loads((root / MARKER).read_text())
-    except (OSError, ValueError):
+    try:  # written last by the extraction: damaged or missing means "extract again"
+        marker = read_json(root / MARKER, "converter marker")
+    except TmdError:
         return False
-    return marker.get("version") == version and all((root / m.rstrip("/")).exists() for m in MEMBERS
-                                                     if m != "requirements/")
+    if not isinstance(marker, dict) or marker.get("version") != version:
+        return False
+    return all((root / m.rstrip("/")).exists() for m in MEMBERS if m != "requirements/")
 
 
 def fetch_sdist(version: str, dest_dir: Path) -> Path:

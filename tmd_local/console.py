@@ -8,6 +8,7 @@ without importing the `tmd` command group that imports the stage.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 
@@ -20,6 +21,17 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: over a file-size limit (ulimit -f)
+
+
+def disk_full(e: BaseException) -> bool:
+    """A write that failed for want of space, as Python raises it (OSError) or as Rust libraries
+    (safetensors, tokenizers) word it: "... (os error 28)"."""
+    if isinstance(e, OSError):
+        return e.errno in _DISK_FULL
+    return any(f"(os error {code})" in str(e) for code in _DISK_FULL)
+
+
 def one_line_errors(func):
     """A command whose TmdError is one line on stderr and exit status 1; Ctrl-C says how to resume."""
     @functools.wraps(func)
@@ -28,6 +40,16 @@ def one_line_errors(func):
             return func(*args, **kwargs)
         except TmdError as e:
             print_error(str(e))
+            sys.exit(1)
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is a full disk
+            if not disk_full(e):
+                raise
+            # A write deep in a library (torch.save, safetensors, a converter) on a full disk: every
+            # stage writes its "finished" marker last, so the same command resumes.
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            why = e.strerror if isinstance(e, OSError) else str(e).strip().splitlines()[-1][:120]
+            print_error(f"{where}out of disk space ({why}); free some and rerun the same command: "
+                        "what was finished is kept")
             sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("Interrupted; finished work is saved, rerun the same command to resume.")

@@ -152,11 +152,36 @@ def dumps(obj: Any, path: Path, indent: int | None = None) -> str:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    line = dumps(record, path) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    """One record, fsynced. A write that fails (a full disk) is cut back off the file, so the file
+    holds only whole records and a rerun appends after them."""
+    data = (dumps(record, path) + "\n").encode("utf-8")
+    # Unbuffered: a buffered file would try the failed write again when closed, and fail again.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass  # the reader cuts a torn last line anyway
+            raise write_error(e, path) from None
+    finally:
+        os.close(fd)
+
+
+def write_error(e: OSError, path: Path) -> TmdError:
+    """A failed write as one line naming the file; a full disk says that finished work is kept."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return TmdError(f"{path}: cannot write, out of disk space ({e.strerror}); free some and rerun the "
+                        "same command: what was finished is kept")
+    return TmdError(f"{path}: cannot write ({e.strerror or e})")
 
 
 def read_jsonl(path: Path, repair: bool = True) -> list[Any]:
@@ -207,6 +232,9 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import threading
@@ -41,7 +41,7 @@ from tmd_local import __version__ as TMD_VERSION
 from tmd_local.errors import TmdError
 from tmd_local.formats import AdapterMeta
 from tmd_local.hf_base import ensure_hf_base
-from tmd_local.jsonl import write_json_atomic
+from tmd_local.jsonl import read_json, write_json_atomic
 from tmd_local.memory import peak_rss_mb
 from tmd_local.prompts import PROMPT_VERSION
 from tmd_local.registry import file_sha256
@@ -296,28 +296,104 @@ class Checkpoints:
 
     @staticmethod
     def read_meta(path: Path) -> dict:
-        return json.loads((path / STATE_FILE).read_text())
+        """state.json of a checkpoint, checked field by field: a hand-edited file is one line."""
+        file = path / STATE_FILE
+        meta = _object(read_json(file, "checkpoint state file"), file)
+        for key, kind, expected in (("fingerprint", dict, "an object"), ("data_sha256", str, "a string"),
+                                    ("state", dict, "an object")):
+            if not isinstance(meta.get(key), kind):
+                raise TmdError(f"{file}: field '{key}': expected {expected}, got "
+                               f"{type(meta.get(key)).__name__}; pass --fresh to start over")
+        return meta
 
     @staticmethod
     def restore(path: Path, model, optimizer, scheduler, scaler) -> LoopState:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        weights = load_file(str(path / "adapter_model.safetensors"))
+        try:
+            weights = load_file(str(path / "adapter_model.safetensors"))
+        except Exception as e:  # noqa: BLE001 - missing or truncated: one line, not a traceback
+            raise TmdError(f"{path / 'adapter_model.safetensors'}: cannot be read ({_first_line(e)}); "
+                           "pass --fresh to start over") from None
         result = set_peft_model_state_dict(model, weights)
         if getattr(result, "unexpected_keys", None):
             raise TmdError(f"{path}: checkpoint adapter does not match this model "
                            f"(unexpected {result.unexpected_keys[:3]}); rerun with --fresh")
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        state = _loop_state(Checkpoints.read_meta(path)["state"], path / STATE_FILE)
+        _apply(path / "optimizer.pt", optimizer.load_state_dict)
+        _apply(path / "scheduler.pt", scheduler.load_state_dict)
         if scaler is not None and (path / "scaler.pt").is_file():
-            scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-        rng = torch.load(path / "rng.pt", weights_only=False)
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        return LoopState(**Checkpoints.read_meta(path)["state"])
+            _apply(path / "scaler.pt", scaler.load_state_dict)
+        _apply(path / "rng.pt", _set_rng_states)
+        return state
+
+
+# Every checkpoint part is loaded with weights_only=True: torch then builds only tensors and plain
+# containers, so a checkpoint folder from someone else cannot run code on load (a pickle's
+# __reduce__ is refused before it is called). rng.pt holds tensors, ints and tuples: it qualifies.
+def _load_part(file: Path):
+    import pickle
+
+    if not file.is_file():
+        raise TmdError(f"{file}: missing; the checkpoint is incomplete, pass --fresh to start over")
+    try:
+        return torch.load(file, weights_only=True)
+    except pickle.UnpicklingError as e:
+        blocked = re.search(r"GLOBAL (\S+)", str(e))  # torch names the callable it refused
+        why = f"it would load {blocked.group(1)}" if blocked else "it holds more than tensors"
+        raise TmdError(f"{file}: refused, not a weights-only checkpoint file ({why}); a checkpoint must "
+                       "hold only tensors and plain values, pass --fresh to start over") from None
+    except Exception as e:  # noqa: BLE001 - truncated or not a torch file at all: one line, not a traceback
+        raise TmdError(f"{file}: cannot be read as a torch checkpoint file ({_first_line(e)}); "
+                       "pass --fresh to start over") from None
+
+
+def _apply(file: Path, load_state) -> None:
+    """Load one part and hand it to its owner; a part of the wrong shape is one line too."""
+    part = _load_part(file)
+    try:
+        load_state(part)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise TmdError(f"{file}: does not fit this run ({_first_line(e)}); pass --fresh to start over") from None
+
+
+def _set_rng_states(rng) -> None:
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
+        raise TypeError("expected {'torch': a ByteTensor, 'python': random.getstate()}")
+    torch.set_rng_state(rng["torch"])
+    random.setstate(tuple(rng["python"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0][:160] if text else type(e).__name__)
+
+
+def _object(value, file: Path) -> dict:
+    if not isinstance(value, dict):
+        raise TmdError(f"{file}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _loop_state(saved: dict, file: Path) -> LoopState:
+    """LoopState from a checkpoint's state.json: each count, number and list of the type its default
+    has; a field the file lacks (a checkpoint from an older tmd) keeps its default."""
+    kinds = {int: (int, "a count >= 0"), float: ((int, float), "a number"), list: (list, "a list")}
+    values = {}
+    for f in dataclasses.fields(LoopState):
+        if f.name not in saved:
+            continue
+        value = saved[f.name]
+        kind, expected = kinds.get(type(getattr(LoopState(), f.name)), (None, ""))
+        if kind is not None and (isinstance(value, bool) or not isinstance(value, kind)
+                                 or (kind is int and value < 0)):
+            raise TmdError(f"{file}: field 'state.{f.name}': expected {expected}, got {value!r:.40}; "
+                           "pass --fresh to start over")
+        values[f.name] = value
+    return LoopState(**values)
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -351,14 +427,14 @@ def plot_losses(log: list[dict], evals: list[dict], path: Path, title: str) -> N
 
 
 def finished_record(out: Path) -> AdapterMeta | None:
-    """The tmd.json of a finished run in `out`; None when there is none or it cannot be read."""
+    """The tmd.json of a finished run in `out`; None when there is none, one line when unreadable."""
     path = out / DONE_FILE
     if not path.is_file():
         return None
     try:
-        return AdapterMeta.from_json(json.loads(path.read_text()), str(path))
-    except (OSError, json.JSONDecodeError, TmdError):
-        return None
+        return AdapterMeta.from_json(read_json(path, "tmd.json"), str(path))
+    except TmdError as e:  # hand-edited: say so, rather than silently train again over it
+        raise TmdError(f"{e}; fix it, or pass --fresh to train again") from None
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -701,7 +777,7 @@ def _the_finished_run(done: AdapterMeta, cfg: TrainConfig, fingerprint: dict, da
     say(f"[green]{cfg.module}[/green]: {cfg.out} already holds this finished run; nothing to do "
         "(--fresh retrains)")
     metrics_file = cfg.out / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = _object(read_json(metrics_file, "metrics file"), metrics_file) if metrics_file.is_file() else {}
     return TrainResult(cfg.module, cfg.out, skipped=True, metrics=metrics)
 
 

@@ -1,8 +1,9 @@
 """The HTTP API: OpenAI-compatible chat completions, tmd's own answer endpoint, models, health, metrics.
 
 Every error is a JSON body {"error": {"message", "type", "param", "code"}} as OpenAI's API sends it;
-bad requests are 422 with a one-line message, a full queue is 429 with Retry-After, and nothing a
-client sends can produce a traceback in a response.
+bad requests are 422 with a one-line message, a body over --max-body-size is 413, a full queue is 429
+with Retry-After, a server shutting down answers 503, and nothing a client sends can produce a
+traceback in a response.
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import TmdError
 from ..pipeline import Trace
 from ..runner import Cancelled
-from .engine import Engine, Job, QueueFull, Sampling
+from .engine import Engine, Job, QueueFull, Sampling, ShuttingDown
+from .limits import RequestLimits
 from .schema import (SERVED_SYSTEMS, AnswerRequest, BadRequest, ChatRequest, answer_question,
                      question_from_chat)
 
 log = logging.getLogger("tmd.serve")
 DISCONNECT_POLL_SECONDS = 0.25
+PING_SECONDS = 15  # a comment line this often keeps proxies from closing a stream waiting in the queue
 FINAL_STAGE = {"tmd": "reasoner", "drd": "drd", "mc": "mc"}  # whose text is the reply's content
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a question with 26 options of 1000 characters is ~30 KB
 
 
 class ApiError(Exception):
@@ -44,7 +48,8 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | None = None) -> FastAPI:
+def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         engine.start()
@@ -54,6 +59,7 @@ def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | N
     # No /docs: the Swagger page loads its scripts from a CDN, and this server runs offline.
     app = FastAPI(title="tmd", lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(app, engine)
+    app.add_middleware(RequestLimits, limit=max_body_bytes, on_refused=engine.metrics.count_rejected)
     authorized = [Depends(_bearer_check(api_key, engine))]
 
     @app.get("/health")
@@ -90,9 +96,11 @@ def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | N
         job = _submit(engine, system, question, sampling, stream=body.stream)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.stream:
-            from sse_starlette.sse import EventSourceResponse
-
-            return EventSourceResponse(_stream_chat(job, body.model, completion_id, label), ping=15)
+            # Plain StreamingResponse, not sse-starlette: that one cuts every stream the moment
+            # uvicorn is signalled, where a graceful shutdown must let them end (server.py).
+            return StreamingResponse(_stream_chat(job, body.model, completion_id, label),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         trace = await _wait(job, request)
         return _completion(trace, body.model, completion_id, label)
 
@@ -153,6 +161,8 @@ def _submit(engine: Engine, system: str, question, sampling: Sampling, stream: b
     except QueueFull as e:
         raise ApiError(429, str(e), kind="rate_limit_error", code="queue_full",
                        headers={"Retry-After": str(e.retry_after)}) from None
+    except ShuttingDown as e:
+        raise ApiError(503, str(e), kind="server_error", code="shutting_down") from None
     except TmdError as e:
         raise ApiError(503, str(e), kind="server_error") from None
 
@@ -174,6 +184,8 @@ async def _wait(job: Job, request: Request) -> Trace:
         return job.result.result()
     except Cancelled as e:
         raise ApiError(499, str(e), kind="cancelled") from None
+    except ShuttingDown as e:
+        raise ApiError(503, str(e), kind="server_error", code="shutting_down") from None
     except TmdError as e:
         raise ApiError(500, str(e), kind="server_error") from None
 
@@ -214,31 +226,38 @@ def _chunk(completion_id: str, model: str, delta: dict, finish: str | None = Non
                        **extra}, ensure_ascii=False)
 
 
+def _sse(data: str) -> str:
+    return f"data: {data}\n\n"
+
+
 async def _stream_chat(job: Job, model: str, completion_id: str, label: str):
     """Server-sent events: every pipeline event in a chunk's `tmd` field, the final stage's tokens
     as content, then the answer line, the trace, and [DONE]. A client leaving cancels the job."""
     final_stage = FINAL_STAGE[job.system]
     try:
-        yield {"data": _chunk(completion_id, model, {"role": "assistant", "content": ""},
-                              tmd={"event": "queued", "bundle": label})}
+        yield _sse(_chunk(completion_id, model, {"role": "assistant", "content": ""},
+                          tmd={"event": "queued", "bundle": label}))
         while True:
-            event = await job.events.get()
+            try:
+                event = await asyncio.wait_for(job.events.get(), PING_SECONDS)
+            except TimeoutError:
+                yield ": ping\n\n"
+                continue
             if event["event"] == "end":
                 break
             is_content = event["event"] == "text" and event["stage"] == final_stage
-            yield {"data": _chunk(completion_id, model, {"content": event["text"]} if is_content else {},
-                                  tmd=event)}
+            yield _sse(_chunk(completion_id, model, {"content": event["text"]} if is_content else {}, tmd=event))
         try:
             trace = job.result.result()
         except Exception as e:  # noqa: BLE001 - sent as an error event; openai's client raises it
             kind = "cancelled" if isinstance(e, Cancelled) else "server_error"
             message = str(e) if isinstance(e, TmdError) else "internal error (see the server log)"
-            yield {"data": json.dumps(error_body(message, kind))}
+            yield _sse(json.dumps(error_body(message, kind)))
             return
-        yield {"data": _chunk(completion_id, model, {"content": "\n\n" + answer_line(trace)})}
-        yield {"data": _chunk(completion_id, model, {}, _finish_reason(trace), usage=_usage(trace),
-                              tmd={"event": "done", "trace": trace.to_dict()})}
-        yield {"data": "[DONE]"}
+        yield _sse(_chunk(completion_id, model, {"content": "\n\n" + answer_line(trace)}))
+        yield _sse(_chunk(completion_id, model, {}, _finish_reason(trace), usage=_usage(trace),
+                          tmd={"event": "done", "trace": trace.to_dict()}))
+        yield _sse("[DONE]")
     finally:
         if not job.result.done():
             job.cancel()  # the client went away before the end
@@ -266,7 +285,8 @@ def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
-        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), exc.status_code,
+        code = "request_too_large" if exc.status_code == 413 else None
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", code=code), exc.status_code,
                             getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -8,7 +8,7 @@ import socket
 
 import click
 
-from ..cli_options import SEED
+from ..cli_options import SEED, Real, Size
 from ..console import console, one_line_errors
 from ..errors import TmdError
 from ..run_options import build_runtime, build_settings, context_options, model_option, runtime_options
@@ -24,6 +24,12 @@ from ..run_options import build_runtime, build_settings, context_options, model_
               help="Questions that may wait; more are refused with 429 and Retry-After.")
 @click.option("--max-batch", type=click.IntRange(1, 1000), default=16, show_default=True,
               help="Waiting questions run together, each module loaded once for all of them.")
+@click.option("--max-body-size", type=Size(), default="4MiB", show_default=True,
+              help="Largest request body; a larger one is refused with 413 before it is read.")
+@click.option("--request-timeout", type=Real(0, 3600, low_open=True), default=30, show_default=True,
+              help="Seconds a client may take to send its request (headers and body); then 408.")
+@click.option("--shutdown-grace", type=Real(0, 3600), default=20, show_default=True,
+              help="On SIGTERM/SIGINT, seconds the questions under way may take to finish; then 503.")
 @model_option
 @context_options
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Default seed (requests may set one).")
@@ -31,14 +37,14 @@ from ..run_options import build_runtime, build_settings, context_options, model_
               show_default=True)
 @runtime_options
 @one_line_errors
-def serve(host, port, api_key_env, queue_size, max_batch, model, n_ctx, threads, seed, log_level, bundle,
-          quant, max_memory, memory_budget, results_paths, keep_loaded):
+def serve(host, port, api_key_env, queue_size, max_batch, max_body_size, request_timeout, shutdown_grace, model,
+          n_ctx, threads, seed, log_level, bundle, quant, max_memory, memory_budget, results_paths, keep_loaded):
     """Answer questions over HTTP: OpenAI-compatible /v1/chat/completions (model tmd, drd or mc),
     /v1/tmd/answer (trace JSON), /v1/models, /health and /metrics."""
-    import uvicorn
-
+    from ..memory import parse_size
     from .app import create_app
     from .engine import Engine
+    from .server import run_server
 
     api_key = read_api_key(host, api_key_env)
     settings = build_settings(n_ctx, threads, 0.0, seed)
@@ -47,14 +53,14 @@ def serve(host, port, api_key_env, queue_size, max_batch, model, n_ctx, threads,
                                           results_paths=results_paths)
     sock = bind(host, port)
     engine = Engine(modules, pool, queue_size=queue_size, max_batch=max_batch)
-    app = create_app(engine, label=modules.label, bundle_name=source.name, api_key=api_key)
+    app = create_app(engine, label=modules.label, bundle_name=source.name, api_key=api_key,
+                     max_body_bytes=parse_size(max_body_size))
     url = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     budget = f", memory budget {max_memory}" if max_memory else ""
     console.print(f"tmd serve: {modules.label} on {url} (OpenAI base_url {url}/v1), "
                   f"{'modules kept loaded' if keep_loaded else 'one module resident at a time'}{budget}, "
                   f"queue {queue_size}{', API key required' if api_key else ''}", highlight=False, soft_wrap=True)
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    run_server(app, engine, sock, log_level=log_level, request_seconds=request_timeout, grace=shutdown_grace)
 
 
 def read_api_key(host: str, variable: str | None) -> str | None:

@@ -34,6 +34,13 @@ class QueueFull(TmdError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(TmdError):
+    """The server is stopping: the app answers 503, never a half-written reply."""
+
+    def __init__(self):
+        super().__init__("the server is shutting down; retry on another instance or later")
+
+
 @dataclass(frozen=True)
 class Sampling:
     """What a request may choose about generation; jobs batch together only when it is equal."""
@@ -93,6 +100,9 @@ class Metrics:
     peak_rss_mb: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=1000))  # seconds, answered requests
 
+    def count_rejected(self) -> None:
+        self.rejected += 1
+
     def add_trace(self, trace: Trace) -> None:
         for name, stage in trace.stages.items():
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + stage.seconds + stage.load_seconds
@@ -134,7 +144,7 @@ class Engine:
         with self._lock:
             self.metrics.requests += 1
             if self._closing:
-                raise TmdError("the server is shutting down")
+                raise ShuttingDown()
             if len(self._queue) >= self.queue_size:
                 self.metrics.refused += 1
                 raise QueueFull(self.retry_after())
@@ -172,15 +182,30 @@ class Engine:
         except RuntimeError:  # the worker changed the pool while we read it; the next read is fine
             return []
 
-    def close(self) -> None:
+    def stop_taking(self) -> None:
+        """The first step of a graceful shutdown: new questions and those still queued get 503 at
+        once; the batch under way runs on (abandon_running ends it when the grace is over)."""
         with self._lock:
             self._closing = True
-            left = list(self._queue) + list(self._running)
+            left = list(self._queue)
             self._queue.clear()
             self._lock.notify_all()
-        for job in left:
+        self._abandon(left)
+
+    def abandon_running(self) -> None:
+        """Answer the batch under way with 503 now; the worker stops it at its next check."""
+        with self._lock:
+            running = list(self._running)
+        self._abandon(running)
+
+    def _abandon(self, jobs: list[Job]) -> None:
+        for job in jobs:
             job.cancel()
-            job.finish(error=TmdError("the server is shutting down"))
+            job.finish(error=ShuttingDown())
+
+    def close(self) -> None:
+        self.stop_taking()
+        self.abandon_running()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 
