@@ -79,7 +79,7 @@ fi
 # writing its own results file (two processes never append to one file) ---------------------------
 EVAL=(--dataset obqa --split test --limit "$TEST" --threads 1 --batch-size 50)
 finetuned() {
-    step test-finetuned "$TMD" eval "${EVAL[@]}" --system tmd --system drd --bundle "$BUNDLE" --quant q8_0 \
+    step test-finetuned "$TMD" eval "${EVAL[@]}" --system tmd --bundle "$BUNDLE" --quant q8_0 \
         --out results/obqa-finetuned.jsonl
     if trained "$RUN-answer/adapters/reasoner"; then
         step test-tmd-answer "$TMD" eval "${EVAL[@]}" --system tmd --bundle "$BUNDLE-answer" --quant q8_0 \
@@ -87,6 +87,8 @@ finetuned() {
     fi
 }
 floors() {
+    step test-finetuned-drd "$TMD" eval "${EVAL[@]}" --system drd --bundle "$BUNDLE" --quant q8_0 \
+        --out results/obqa-finetuned-drd.jsonl
     step test-answer-only "$TMD" eval "${EVAL[@]}" --system drd --bundle "$BUNDLE-answer" --quant q8_0 \
         --out results/obqa-answer-only.jsonl
     step test-mc "$TMD" eval "${EVAL[@]}" --system mc --out results/obqa-zero-shot.jsonl
