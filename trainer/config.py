@@ -81,6 +81,9 @@ class TrainConfig:
     # The LM head only at positions that predict a target token (logits_to_keep): the same loss,
     # minus a vocabulary projection per prompt token. False exists for `make bench` to compare.
     head_on_targets_only: bool = True
+    # ...and then in slices of rows that predict a target token, its gradient taken slice by slice,
+    # so no [tokens x vocabulary] logits are kept for backward (train._HeadLoss): the same loss.
+    chunked_loss: bool = True
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
