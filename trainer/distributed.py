@@ -192,18 +192,33 @@ def launch(nproc: int, target, *args) -> None:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    messages = {}
+    _raise_for_failures(nproc, procs, errors)
+
+
+def _raise_for_failures(nproc: int, procs, errors) -> None:
+    """One line for the run's failure, if any. A rank killed by a signal comes first: the other
+    ranks' errors are then only its echo (a collective that lost its peer)."""
+    reports = {}
     while not errors.empty():
-        rank, message = errors.get()
-        messages.setdefault(rank, message)
-    if messages:
-        raise TmdError(messages[min(messages)])
+        rank, message, trace = errors.get()
+        reports.setdefault(rank, (message, trace))
+    killed = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode is not None and p.exitcode < 0]
+    if killed:
+        rank, code = killed[0]
+        raise TmdError(f"train --nproc {nproc}: rank {rank} was killed by {signal.Signals(-code).name}; "
+                       "the other ranks stopped too. The latest checkpoint is kept: the same command "
+                       "resumes from it")
+    if reports:
+        message, trace = reports[min(reports)]
+        if trace:  # not a TmdError: a bug or a library failure, whose traceback is worth seeing
+            import sys
+            print(trace, file=sys.stderr)
+        raise TmdError(message)
     failed = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode != 0]
     if failed:
         rank, code = failed[0]
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        raise TmdError(f"train --nproc {nproc}: rank {rank} {how}; the other ranks stopped too. "
-                       "The latest checkpoint is kept: the same command resumes from it")
+        raise TmdError(f"train --nproc {nproc}: rank {rank} exited with status {code}; "
+                       "the same command resumes from the latest checkpoint")
 
 
 def _pass_signals_to(procs) -> dict:
@@ -225,13 +240,29 @@ def _pass_signals_to(procs) -> dict:
 
 def _rank_entry(rank: int, world: int, rendezvous: str, errors, target, args) -> None:
     import sys
+    import traceback
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_WORLD_SIZE=str(world))
+    _name_process(f"tmd-rank-{rank}")
     try:
         target(rank, world, rendezvous, *args)
     except TmdError as e:
-        errors.put((rank, str(e)))
+        errors.put((rank, str(e), ""))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # reported by the launcher, in one line unless it is the first cause
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        errors.put((rank, f"rank {rank}: {type(e).__name__}: {first}", traceback.format_exc()))
+        sys.exit(1)
+
+
+def _name_process(name: str) -> None:
+    """The name `ps`/`top` show for this process (Linux), so a rank can be told from another."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
