@@ -72,6 +72,9 @@ def _csv(ctx, param, value):
               help="Training processes (ranks) on torch.distributed: DDP with gloo on CPU, nccl on CUDA, "
                    "the same global batch (each rank takes every N-th micro-batch of a step). "
                    "Under torchrun, leave it at 1.")
+@click.option("--activation-checkpointing", is_flag=True,
+              help="Recompute each layer in backward instead of keeping its activations: far less "
+                   "memory, one more forward pass of compute.")
 @click.option("--resume", is_flag=True, help="Require a checkpoint to resume (resuming is automatic anyway).")
 @click.option("--fresh", is_flag=True, help="Discard checkpoints and any finished run in the output first.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
@@ -79,7 +82,8 @@ def _csv(ctx, param, value):
 def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_size, grad_accum, max_length,
           weight_decay, warmup_steps, max_grad_norm, lora_r, lora_alpha, lora_dropout, target_modules,
           pad_to_max, truncation, eval_fraction, seed, save_every, save_minutes, keep_checkpoints,
-          keep_checkpoints_after, precision, device, threads, nproc, resume, fresh, no_progress):
+          keep_checkpoints_after, precision, device, threads, nproc, activation_checkpointing, resume, fresh,
+          no_progress):
     """LoRA fine-tuning of a student module on a teacher run (resumable; writes a peft adapter)."""
     from tmd_local.errors import TmdError
     from tmd_local.memory import reset_peak_rss
@@ -102,7 +106,8 @@ def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_siz
                            seed=seed, save_every=save_every, save_minutes=save_minutes,
                            keep_checkpoints=keep_checkpoints,
                            keep_checkpoints_after=keep_checkpoints_after, precision=precision,
-                           device=device, threads=threads, progress=not no_progress)
+                           device=device, threads=threads, activation_checkpointing=activation_checkpointing,
+                           progress=not no_progress)
                for m in modules]
     if all_modules and data.suffix == ".jsonl":
         raise TmdError(f"--data {data}: with --all, give the teacher run folder holding all four .jsonl files")

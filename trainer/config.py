@@ -84,6 +84,10 @@ class TrainConfig:
     # ...and then in slices of rows that predict a target token, its gradient taken slice by slice,
     # so no [tokens x vocabulary] logits are kept for backward (train._HeadLoss): the same loss.
     chunked_loss: bool = True
+    # Keep each decoder layer's input only and recompute the layer in backward: far less memory
+    # for activations (batch x length x layers), one more forward pass of compute. Same loss: the
+    # recomputation replays the dropout draws.
+    activation_checkpointing: bool = False
     device: str = "auto"
     threads: int | None = None
     progress: bool = True

@@ -223,6 +223,8 @@ def load_model(cfg: TrainConfig, base_dir: Path, device: torch.device, precision
     finally:
         hf_logging.enable_progress_bar()
     model.config.use_cache = False
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     linear_names = [name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear)]
     targets = cfg.target_modules or default_target_modules(model.config.model_type, linear_names)
@@ -252,7 +254,7 @@ def _hf_model(model):
 # Architectures whose logits are exactly `final hidden state @ head.T` (no soft-capping, scaling or
 # bias), so the head may be applied by _HeadLoss to the target rows alone.
 CHUNKED_LOSS_TYPES = {"llama", "mistral", "qwen2", "qwen3", "olmo2"}
-LOSS_CHUNK = 1024  # rows per slice of the vocabulary projection: 1024 x 49,152 fp32 = 192 MiB
+LOSS_CHUNK = 512  # rows per slice of the vocabulary projection: 512 x 49,152 fp32 = 96 MiB
 
 
 def supports_chunked_loss(model) -> bool:
@@ -279,10 +281,11 @@ class _HeadLoss(torch.autograd.Function):
             for start in range(0, rows.shape[0], chunk):
                 logits = (rows[start:start + chunk].to(weight.dtype) @ weight.t()).float()
                 target = targets[start:start + chunk]
-                lse = torch.logsumexp(logits, dim=-1)
-                total += (lse - logits.gather(1, target[:, None]).squeeze(1)).sum()
+                logp = torch.log_softmax(logits, dim=-1)
+                del logits  # one [rows x vocab] tensor at a time
+                total -= logp.gather(1, target[:, None]).sum()
                 if need_grad:  # d(loss)/d(logits) = softmax - one-hot, then back through the head
-                    probs = logits.sub_(lse[:, None]).exp_()
+                    probs = logp.exp_()
                     probs[torch.arange(len(target), device=probs.device), target] -= 1
                     grads[start:start + chunk] = (probs.to(weight.dtype) @ weight).float()
         ctx.save_for_backward(grads if need_grad else torch.empty(0))
