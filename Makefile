@@ -35,9 +35,11 @@ test-fast: $(STAMP)
 	$(TEST_RUN) -m "not slow"
 
 # Figures, not pass/fail: generated tok/s (pipeline vs raw llama.cpp), module residency, switch time,
-# stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512).
+# stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512); then training tok/s,
+# peak RSS and held-out loss per precision and loss path, 1 process vs 2 ranks (bench_training.py).
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py
+	$(BIN)/python scripts/bench_training.py
 
 # The README's measured figures, regenerated end to end, resuming whatever is already done:
 # full-scale distillation (100/400/1603 questions, learning curve, error sources, test split; many

@@ -9,11 +9,14 @@ written to a temporary folder), from the embedded model's dequantized copy, each
 process so its peak RSS is its own. Held-out loss: on the run's own held-out questions after the
 same steps. Variants:
 
-    fp32             the pre-#25 default: fp32, the LM head from the first target on (logits_to_keep)
-    fp32+chunked     fp32, the head on target rows only, in slices (trainer.train._HeadLoss)
-    fp32+chunked+ac  ... and activation checkpointing (--activation-checkpointing)
-    bf16             frozen base stored in bf16, LoRA + AdamW fp32, autocast; head as fp32's
-    bf16+chunked     bf16 with the chunked head: the default where the CPU has bf16 units
+    fp32             the pre-#25 default: fp32, the LM head from the first target on (logits_to_keep),
+                     glibc's default malloc behaviour
+    fp32+chunked     the saved-compute change: the head on target rows only, in slices
+                     (trainer.train._HeadLoss), and large freed tensors returned to the system
+                     (train.return_freed_memory): the default on a CPU without bf16 units
+    +ac              ... and activation checkpointing (--activation-checkpointing)
+    bf16             frozen base stored in bf16, LoRA + AdamW fp32, autocast; head and malloc as fp32's
+    bf16+chunked     bf16 with the saved-compute change: the default where the CPU has bf16 units
 
 bf16 runs are left out on a CPU without bf16 units (no avx512_bf16/amx_bf16 flag): PyTorch emulates
 bf16 matmuls there, tens of times slower than fp32 (a probe matmul's GFLOPS are printed), unless
@@ -36,12 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 EMBEDDED = "smollm2-135m-instruct"
-VARIANTS = {  # name: (precision, chunked loss, activation checkpointing)
+VARIANTS = {  # name: (precision, chunked loss + freed memory returned, activation checkpointing)
     "fp32": ("fp32", False, False),
     "fp32+chunked": ("fp32", True, False),
     "fp32+chunked+ac": ("fp32", True, True),
     "bf16": ("bf16", False, False),
     "bf16+chunked": ("bf16", True, False),
+    "bf16+chunked+ac": ("bf16", True, True),
 }
 KEYS = ("steps", "tokens_trained", "tokens_per_second", "train_seconds", "eval_loss", "precision",
         "threads", "ranks", "peak_rss_mb_per_rank", "chunked_loss")
@@ -74,7 +78,7 @@ def child(spec: dict) -> dict:
     precision, chunked, ac = VARIANTS[spec["variant"]]
     cfg = TrainConfig(module=spec["module"], data=Path(spec["data"]), out=Path(spec["out"]), base=spec["base"],
                       max_steps=spec["steps"], max_length=spec["max_length"], precision=precision,
-                      chunked_loss=chunked, activation_checkpointing=ac, eval_fraction=spec["eval_fraction"],
+                      chunked_loss=chunked, release_memory=chunked, activation_checkpointing=ac, eval_fraction=spec["eval_fraction"],
                       save_every=0, save_minutes=0, progress=False,
                       threads=1 if spec["ranks"] > 1 else None)
     if spec.get("profile"):
@@ -191,12 +195,15 @@ def main() -> None:
         data = args.data or gold_data(Path(tmp), args.questions)
         common = dict(module=args.module, data=str(data), base=args.base, steps=args.steps,
                       max_length=args.max_length, eval_fraction=args.eval_fraction)
-        for n in ranks:
-            for variant in variants:
+        # interleaved: 1 process and 2 ranks of a variant back to back, so a change in the
+        # neighbours' load hits both alike
+        for variant in variants:
+            for n in ranks:
                 started = time.perf_counter()
                 spec = dict(common, variant=variant, ranks=n, out=str(Path(tmp) / f"{variant}-{n}"))
                 figures["runs"][f"{variant} x{n}"] = run_child(spec) | {
-                    "process_wall_seconds": round(time.perf_counter() - started, 1)}
+                    "process_wall_seconds": round(time.perf_counter() - started, 1),
+                    "loadavg": round(os.getloadavg()[0], 2)}
                 print(f"   {variant} x{n} rank(s): {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         if not args.no_profile:
             default = "bf16+chunked" if units else "fp32+chunked"
@@ -216,13 +223,17 @@ def show(f: dict) -> None:
           f"(1024^3 matmul: fp32 {g['fp32']} GFLOPS, bf16 {g['bf16']})")
     runs = f["runs"]
     base = next((r for name, r in runs.items() if name == "fp32 x1"), None)
-    print(f"{'run':24s} {'tok/s':>7s} {'vs fp32':>8s} {'peak RSS MiB (per rank)':>24s} {'held-out':>9s} {'Δ fp32':>8s}")
+    print(f"{'run (x ranks)':24s} {'tok/s':>7s} {'vs fp32':>8s} {'peak RSS MiB (per rank)':>24s} {'held-out':>9s} "
+          f"{'Δ fp32':>8s} {'load':>5s}")
     for name, r in runs.items():
         ratio = f"{r['tokens_per_second'] / base['tokens_per_second']:.2f}x" if base else "-"
         delta = f"{r['eval_loss'] - base['eval_loss']:+.4f}" if base and r["eval_loss"] is not None else "-"
         rss = "/".join(f"{x:.0f}" for x in r["peak_rss_mb_per_rank"])
         loss = f"{r['eval_loss']:.4f}" if r["eval_loss"] is not None else "-"
-        print(f"{name:24s} {r['tokens_per_second']:7.1f} {ratio:>8s} {rss:>24s} {loss:>9s} {delta:>8s}")
+        print(f"{name:24s} {r['tokens_per_second']:7.1f} {ratio:>8s} {rss:>24s} {loss:>9s} {delta:>8s} "
+              f"{r.get('loadavg', 0):5.1f}")
+    print("tok/s: real tokens of all ranks over rank 0's training seconds; load: 1-min load average at the "
+          "run's end; vs fp32 / Δ fp32: against fp32 x1, the pre-#25 default")
     if "profile" in f:
         print("\ntorch.profiler, " + f["profile"])
     print(f"load average: start {m['loadavg_start']}, end {m['loadavg_end']} on {m['cpus']} CPUs")

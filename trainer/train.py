@@ -151,6 +151,25 @@ def set_threads(cfg: TrainConfig, ranks: Ranks = Ranks()) -> int:
     return threads
 
 
+# glibc's malloc raises its mmap threshold each time a large block is freed, after which a freed
+# activation tensor stays in the heap instead of going back to the system: a Reasoner step at
+# batch 2 x 512 then peaked at 4.6 GB RSS instead of 3.5 (1.4 instead of 3.9 with activation
+# checkpointing). A fixed threshold (M_MMAP_THRESHOLD, which also stops the raising) keeps every
+# tensor of 1 MiB or more in its own mapping, returned when freed.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_freed_memory() -> bool:
+    """Have glibc give large freed blocks back to the system; False where that is not glibc."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def autocast_for(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
@@ -512,6 +531,8 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
         return _the_finished_run(done, cfg, fingerprint, data_file, say)
 
     threads = set_threads(cfg, ranks)
+    if cfg.release_memory:
+        return_freed_memory()
     data = prepare(cfg, warn=lambda s: say(f"[yellow]warning:[/yellow] {s}", highlight=False))
     tokenizer = data.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

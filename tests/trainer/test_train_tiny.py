@@ -393,3 +393,18 @@ def test_base_without_tokenizer_is_one_clear_error(tiny_config, tiny_base, teach
     (broken / "config.json").write_text((tiny_base / "config.json").read_text())
     with pytest.raises(TmdError, match=r"base '.*broken-base': cannot load its tokenizer"):
         train(tiny_config(teacher_dir, tmp_path / "o", base=str(broken), max_steps=1))
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_activation_checkpointing_trains_the_same_adapter(tiny_config, teacher_dir, tmp_path):
+    """Recomputing each layer in backward replays its dropout draws: the same weights as keeping
+    the activations, and the setting is recorded."""
+    from trainer.train import train
+
+    common = dict(max_steps=3, lora_dropout=0.1, save_every=0)
+    train(tiny_config(teacher_dir, tmp_path / "kept", **common))
+    train(tiny_config(teacher_dir, tmp_path / "recomputed", activation_checkpointing=True, **common))
+    a, b = adapter_weights(tmp_path / "kept"), adapter_weights(tmp_path / "recomputed")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    tmd = json.loads((tmp_path / "recomputed" / "tmd.json").read_text())
+    assert tmd["hyperparameters"]["activation_checkpointing"] is True
