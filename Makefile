@@ -35,10 +35,12 @@ test-fast: $(STAMP)
 	$(TEST_RUN) -m "not slow"
 
 # Figures, not pass/fail: generated tok/s (pipeline vs raw llama.cpp), module residency, switch time,
-# stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512).
+# stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512); then training tok/s,
+# peak RSS and held-out loss per precision and loss path, 1 process vs 2 ranks (bench_training.py).
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py
 	$(BIN)/python scripts/load_serve.py --bench  # tmd serve: requests/s, p50/p95 for 1, 4, 16 clients
+	$(BIN)/python scripts/bench_training.py
 
 # The README's measured figures, regenerated end to end, resuming whatever is already done: OBQA
 # (scripts/distill_obqa.sh, the shipped bundle models/obqa-135m and reports/obqa/), then StrategyQA:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from tmd_local.cli_options import SEED, THREADS, Real, count
+from tmd_local.cli_options import SEED, THREADS, Real, Whole, count
 from tmd_local.console import console, err_console, one_line_errors
 from tmd_local.roles import ROLES
 
@@ -63,9 +63,18 @@ def _csv(ctx, param, value):
 @click.option("--keep-checkpoints", type=count(1, 1000), default=2, show_default=True)
 @click.option("--keep-checkpoints-after", is_flag=True, help="Leave checkpoints/ once the run has finished.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-              show_default=True, help="auto: fp32 on CPU, bf16 (or fp16 + loss scaling) on CUDA.")
+              show_default=True, help="auto: bf16 on CPUs with bf16 units (AVX512-BF16 or AMX) and CUDA devices that have "
+                   "them, fp16 + loss scaling on other CUDA devices, fp32 elsewhere.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=THREADS, default=None, help="CPU threads (default: one per available core).")
+@click.option("--threads", type=THREADS, default=None,
+              help="CPU threads per rank (default: the available cores shared out among the ranks).")
+@click.option("--nproc", type=Whole(1, 4096), default=1, show_default=True,
+              help="Training processes (ranks) on torch.distributed: DDP with gloo on CPU, nccl on CUDA, "
+                   "the same global batch (each rank takes every N-th micro-batch of a step). "
+                   "Under torchrun, leave it at 1.")
+@click.option("--activation-checkpointing", is_flag=True,
+              help="Recompute each layer in backward instead of keeping its activations: far less "
+                   "memory, one more forward pass of compute.")
 @click.option("--resume", is_flag=True, help="Require a checkpoint to resume (resuming is automatic anyway).")
 @click.option("--fresh", is_flag=True, help="Discard checkpoints and any finished run in the output first.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
@@ -73,7 +82,8 @@ def _csv(ctx, param, value):
 def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_size, grad_accum, max_length,
           weight_decay, warmup_steps, max_grad_norm, lora_r, lora_alpha, lora_dropout, target_modules,
           pad_to_max, truncation, eval_fraction, seed, save_every, save_minutes, keep_checkpoints,
-          keep_checkpoints_after, precision, device, threads, resume, fresh, no_progress):
+          keep_checkpoints_after, precision, device, threads, nproc, activation_checkpointing, resume, fresh,
+          no_progress):
     """LoRA fine-tuning of a student module on a teacher run (resumable; writes a peft adapter)."""
     from tmd_local.errors import TmdError
     from tmd_local.memory import reset_peak_rss
@@ -96,7 +106,8 @@ def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_siz
                            seed=seed, save_every=save_every, save_minutes=save_minutes,
                            keep_checkpoints=keep_checkpoints,
                            keep_checkpoints_after=keep_checkpoints_after, precision=precision,
-                           device=device, threads=threads, progress=not no_progress)
+                           device=device, threads=threads, activation_checkpointing=activation_checkpointing,
+                           progress=not no_progress)
                for m in modules]
     if all_modules and data.suffix == ".jsonl":
         raise TmdError(f"--data {data}: with --all, give the teacher run folder holding all four .jsonl files")
@@ -104,15 +115,62 @@ def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_siz
     for cfg in configs:  # every training set is readable before hours go into the first module
         load_records(cfg.data_file(), cfg.module)
 
+    from . import distributed
+
+    distributed.check_nproc(nproc, device)
+    resume = True if resume else None
+    if nproc > 1:
+        _train_ranks(configs, nproc, resume, fresh)
+        return
+    if distributed.under_torchrun():
+        _train_under_torchrun(configs, resume, fresh)
+        return
     from .train import train as train_one
 
     results = []
     for cfg in configs:
         reset_peak_rss()
-        results.append(train_one(cfg, resume=True if resume else None, fresh=fresh, console=err_console))
+        results.append(train_one(cfg, resume=resume, fresh=fresh, console=err_console))
         import gc
         gc.collect()
     _summary(results)
+
+
+def _train_ranks(configs, nproc: int, resume, fresh: bool) -> None:
+    """--nproc N: each module in turn, trained by N fresh local processes."""
+    from . import distributed
+    from .train import finished_record, train_rank
+
+    for cfg in configs:
+        distributed.launch(nproc, train_rank, cfg, resume, fresh)
+    _summary([_result_from_disk(cfg, finished_record) for cfg in configs])
+
+
+def _train_under_torchrun(configs, resume, fresh: bool) -> None:
+    """This process is one of torchrun's ranks: join its process group, train, rank 0 reports."""
+    from . import distributed
+    from .train import pick_device
+    from .train import train as train_one
+
+    ranks = distributed.init(pick_device(configs[0])[0].type)
+    try:
+        results = [train_one(cfg, resume=resume, fresh=fresh, console=err_console if ranks.main else None)
+                   for cfg in configs]
+    finally:
+        distributed.shutdown()
+    if ranks.main:
+        _summary(results)
+
+
+def _result_from_disk(cfg, finished_record):
+    """What the ranks' run left in cfg.out, for the summary table."""
+    import json
+
+    from .train import TrainResult
+
+    metrics_file = cfg.out / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if finished_record(cfg.out) and metrics_file.is_file() else {}
+    return TrainResult(cfg.module, cfg.out, metrics=metrics)
 
 
 def default_out(data: Path) -> Path:

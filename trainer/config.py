@@ -4,7 +4,8 @@ Defaults are the paper's (section 4, "Fine-tuning details"): LoRA r 16, alpha 8,
 learning rate 1e-4 with a linear schedule, weight decay 0.01; 3 epochs of batch 2 with gradient
 accumulation 4; sequences of at most 512 tokens. Two things differ unless asked for, both recorded:
 batches are padded to their longest member (`pad_to_max=True` pads to 512 as the paper did), and
-on CPU the run is fp32 (the paper trained in fp16 on GPUs; `precision="auto"` picks bf16/fp16 there).
+the precision is the machine's (the paper trained in fp16 on GPUs; `precision="auto"` picks bf16 on
+CUDA devices and CPUs with bf16 units, fp16 on other CUDA devices, fp32 on other CPUs).
 """
 
 from __future__ import annotations
@@ -81,6 +82,16 @@ class TrainConfig:
     # The LM head only at positions that predict a target token (logits_to_keep): the same loss,
     # minus a vocabulary projection per prompt token. False exists for `make bench` to compare.
     head_on_targets_only: bool = True
+    # ...and then in slices of rows that predict a target token, its gradient taken slice by slice,
+    # so no [tokens x vocabulary] logits are kept for backward (train._HeadLoss): the same loss.
+    chunked_loss: bool = True
+    # Keep each decoder layer's input only and recompute the layer in backward: far less memory
+    # for activations (batch x length x layers), one more forward pass of compute. Same loss: the
+    # recomputation replays the dropout draws.
+    activation_checkpointing: bool = False
+    # Large freed tensors go back to the system (train.return_freed_memory); False exists for
+    # `make bench` to compare with glibc's default.
+    release_memory: bool = True
     device: str = "auto"
     threads: int | None = None
     progress: bool = True

@@ -47,6 +47,9 @@ from tmd_local.prompts import PROMPT_VERSION
 from tmd_local.registry import file_sha256
 
 from .config import TrainConfig, default_target_modules
+from .distributed import (Ranks, all_gather_floats, all_sum, available_cores, barrier, passes_per_rank,
+                          rank_share)
+from .distributed import current as current_ranks
 from .data import (DataStats, Example, build_examples, collate, length_grouped_batches,
                    load_records, padding_ratio, split_heldout)
 
@@ -93,15 +96,18 @@ class Prepared:
 
 # --- device, precision, threads -------------------------------------------------------------
 
-def pick_device(cfg: TrainConfig) -> tuple[torch.device, str]:
+def pick_device(cfg: TrainConfig, ranks: Ranks = Ranks()) -> tuple[torch.device, str]:
+    """The device and the precision this run really uses (`auto` resolved the same way on the
+    same machine every time, so a resumed run finds the precision its checkpoint recorded)."""
     cuda = torch.cuda.is_available()
     if cfg.device == "cuda" and not cuda:
         raise TmdError("training config: device='cuda': no CUDA device is available here")
-    device = torch.device("cuda" if (cfg.device == "cuda" or (cfg.device == "auto" and cuda)) else "cpu")
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and cuda)
+    device = torch.device(f"cuda:{ranks.local_rank}" if use_cuda else "cpu")
     precision = cfg.precision
     if precision == "auto":
         if device.type == "cpu":
-            precision = "fp32"
+            precision = "bf16" if cpu_has_bf16_units() else "fp32"
         else:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and device.type != "cuda":
@@ -109,13 +115,33 @@ def pick_device(cfg: TrainConfig) -> tuple[torch.device, str]:
     return device, precision
 
 
-def set_threads(cfg: TrainConfig) -> int:
-    """One intra-op thread per core this process may use; one inter-op thread (the loop is serial)."""
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16_units(flags: set[str] | None = None) -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), read from the kernel's
+    CPU flags. torch has no query for it (torch.backends.cpu.get_cpu_capability() says AVX512, not
+    which extensions), and without those units PyTorch emulates bf16 matmuls: on an AVX2-only VM
+    a 1024x1024 bf16 matmul ran at 1 GFLOPS against fp32's 59, so `auto` must not pick bf16 there."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in BF16_CPU_FLAGS)
+
+
+def cpu_flags() -> set[str]:
     try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    threads = cfg.threads or cores
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no flags, so fp32
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def set_threads(cfg: TrainConfig, ranks: Ranks = Ranks()) -> int:
+    """One intra-op thread per core this process may use (shared out among the machine's ranks);
+    one inter-op thread (the loop is serial)."""
+    threads = cfg.threads or max(1, available_cores() // ranks.local_world)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -123,6 +149,25 @@ def set_threads(cfg: TrainConfig) -> int:
         pass  # already set in this process (a second module under --all)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return threads
+
+
+# glibc's malloc raises its mmap threshold each time a large block is freed, after which a freed
+# activation tensor stays in the heap instead of going back to the system: a Reasoner step at
+# batch 2 x 512 then peaked at 4.6 GB RSS instead of 3.5 (1.4 instead of 3.9 with activation
+# checkpointing). A fixed threshold (M_MMAP_THRESHOLD, which also stops the raising) keeps every
+# tensor of 1 MiB or more in its own mapping, returned when freed.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_freed_memory() -> bool:
+    """Have glibc give large freed blocks back to the system; False where that is not glibc."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -179,7 +224,7 @@ def cut_examples_warning(data_file: Path, stats: DataStats, max_length: int, tru
 
 # --- model -----------------------------------------------------------------------------------
 
-def load_model(cfg: TrainConfig, base_dir: Path, device: torch.device):
+def load_model(cfg: TrainConfig, base_dir: Path, device: torch.device, precision: str = "fp32"):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -187,13 +232,18 @@ def load_model(cfg: TrainConfig, base_dir: Path, device: torch.device):
 
     hf_logging.disable_progress_bar()  # our own bar is the one to watch
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        # bf16: the frozen base is stored in bf16 (half the memory, no cast per step); the LoRA
+        # weights and so the optimizer state stay fp32 (peft's autocast_adapter_dtype).
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
     except (OSError, ValueError, KeyError) as e:
         raise TmdError(f"base '{cfg.base}': cannot load the model from {base_dir} "
                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     finally:
         hf_logging.enable_progress_bar()
     model.config.use_cache = False
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     linear_names = [name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear)]
     targets = cfg.target_modules or default_target_modules(model.config.model_type, linear_names)
@@ -206,50 +256,128 @@ def load_model(cfg: TrainConfig, base_dir: Path, device: torch.device):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # peft asks a deprecated transformers property; not ours to fix
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora, autocast_adapter_dtype=True)
     model.to(device)
     return model, targets
 
 
 def supports_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
+    return "logits_to_keep" in inspect.signature(_hf_model(model).forward).parameters
 
 
-def target_loss_sum(model, batch: dict, device: torch.device, keep_ok: bool = True) -> torch.Tensor:
+def _hf_model(model):
+    """The transformers model inside a peft model (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+# Architectures whose logits are exactly `final hidden state @ head.T` (no soft-capping, scaling or
+# bias), so the head may be applied by _HeadLoss to the target rows alone.
+CHUNKED_LOSS_TYPES = {"llama", "mistral", "qwen2", "qwen3", "olmo2"}
+LOSS_CHUNK = 512  # rows per slice of the vocabulary projection: 512 x 49,152 fp32 = 96 MiB
+
+
+def supports_chunked_loss(model) -> bool:
+    hf = _hf_model(model)
+    head = hf.get_output_embeddings()
+    return (hf.config.model_type in CHUNKED_LOSS_TYPES and isinstance(head, torch.nn.Linear)
+            and head.bias is None and not head.weight.requires_grad)
+
+
+class _HeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of `rows @ weight.T` against `targets`, LOSS_CHUNK rows at a time.
+
+    Autograd would keep every slice's [rows x vocab] logits (and their softmax) for backward; here
+    the gradient with respect to the rows is computed in the forward pass, slice by slice, and
+    only that [rows x hidden] tensor is kept. The head weight is frozen (LoRA does not train it),
+    so no gradient is needed for it. Same arithmetic as cross_entropy: logits in fp32."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, targets, chunk: int):
+        need_grad = ctx.needs_input_grad[0]
+        total = torch.zeros((), dtype=torch.float32, device=rows.device)
+        grads = torch.empty(rows.shape, dtype=torch.float32, device=rows.device) if need_grad else None
+        with torch.autocast(device_type=rows.device.type, enabled=False):
+            for start in range(0, rows.shape[0], chunk):
+                logits = (rows[start:start + chunk].to(weight.dtype) @ weight.t()).float()
+                target = targets[start:start + chunk]
+                logp = torch.log_softmax(logits, dim=-1)
+                del logits  # one [rows x vocab] tensor at a time
+                total -= logp.gather(1, target[:, None]).sum()
+                if need_grad:  # d(loss)/d(logits) = softmax - one-hot, then back through the head
+                    probs = logp.exp_()
+                    probs[torch.arange(len(target), device=probs.device), target] -= 1
+                    grads[start:start + chunk] = (probs.to(weight.dtype) @ weight).float()
+        ctx.save_for_backward(grads if need_grad else torch.empty(0))
+        ctx.rows_dtype = rows.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grads,) = ctx.saved_tensors
+        return (grads * grad_output).to(ctx.rows_dtype), None, None, None
+
+
+def target_loss_sum(model, batch: dict, device: torch.device, keep_ok: bool = True,
+                    chunked: bool = False) -> torch.Tensor:
     """Summed cross-entropy over the target tokens of a batch.
 
-    Position p predicts token p+1, so only positions from the earliest target start - 1 onward
-    matter; the head is applied to those alone (`logits_to_keep`), which saves the vocabulary
-    projection over most of each prompt."""
+    Position p predicts token p+1. chunked (the default path in training, see supports_chunked_loss):
+    the model's trunk gives the final hidden states, and the head is applied to the rows that
+    predict a target token alone, in slices (_HeadLoss). Otherwise the head is applied from the
+    earliest target start - 1 onward (`logits_to_keep`, when keep_ok), or everywhere."""
     input_ids = batch["input_ids"].to(device)
     labels = batch["labels"].to(device)
+    attention = batch["attention_mask"].to(device)
+    shifted = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], dim=1)
+    if chunked:
+        hf = _hf_model(model)
+        trunk = getattr(hf, hf.base_model_prefix)
+        hidden = trunk(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
+        wanted = shifted != -100
+        return _HeadLoss.apply(hidden[wanted], hf.get_output_embeddings().weight, shifted[wanted], LOSS_CHUNK)
     width = input_ids.shape[1]
     keep = width - batch["first_target"] + 1
     kwargs = {"logits_to_keep": keep} if keep_ok else {}
-    logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device),
-                   use_cache=False, **kwargs).logits
+    logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False, **kwargs).logits
     logits = logits[:, -keep:].float()
-    shifted = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], dim=1)[:, -keep:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted[:, -keep:].reshape(-1),
                            ignore_index=-100, reduction="sum")
 
 
+class TargetLoss(torch.nn.Module):
+    """The peft model with target_loss_sum as its forward: the module DistributedDataParallel wraps
+    (DDP must see the forward pass that leads to the gradients it sums)."""
+
+    def __init__(self, model, device: torch.device, keep_ok: bool, chunked: bool):
+        super().__init__()
+        self.model = model
+        self.device = device
+        self.keep_ok, self.chunked = keep_ok, chunked
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return target_loss_sum(self.model, batch, self.device, self.keep_ok, self.chunked)
+
+
 @torch.no_grad()
-def evaluate(model, examples: list[Example], cfg: TrainConfig, pad_id: int, device, precision,
-             keep_ok: bool) -> float | None:
+def evaluate(loss: TargetLoss, examples: list[Example], cfg: TrainConfig, pad_id: int, precision,
+             ranks: Ranks = Ranks()) -> float | None:
+    """Mean target-token loss over `examples`; with several ranks each evaluates every N-th batch."""
     if not examples:
         return None
-    was_training = model.training
-    model.eval()
+    was_training = loss.training
+    loss.eval()
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))
     total, count = 0.0, 0
     pad_to = cfg.max_length if cfg.pad_to_max else None
-    for start in range(0, len(order), cfg.batch_size):
+    starts = list(range(0, len(order), cfg.batch_size))
+    for start in starts[ranks.rank::ranks.world]:
         batch = collate([examples[i] for i in order[start:start + cfg.batch_size]], pad_id, pad_to)
-        with autocast_for(device, precision):
-            total += target_loss_sum(model, batch, device, keep_ok).item()
+        with autocast_for(loss.device, precision):
+            total += loss(batch).item()
         count += batch["n_target"]
-    model.train(was_training)
+    if ranks.distributed:
+        total, count = all_sum([total, count])
+    loss.train(was_training)
     return total / count
 
 
@@ -456,24 +584,31 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     """Train one module's adapter into cfg.out. resume=None resumes a checkpoint if there is one,
     True requires one, False ignores none (an existing checkpoint is an error); fresh=True clears
     checkpoints and any finished run in cfg.out first. `on_step` sees the state after every step
-    (and its checkpoint, if any); an exception there stops the run as a kill would."""
-    say = console.print if console is not None else (lambda *a, **k: None)
+    (and its checkpoint, if any); an exception there stops the run as a kill would.
+
+    In a process group (`--nproc`, torchrun) every rank calls this; rank 0 alone writes files and
+    prints (pass `console` on rank 0 only)."""
+    ranks = current_ranks()
+    say = console.print if console is not None and ranks.main else (lambda *a, **k: None)
     started = time.perf_counter()
     out = cfg.out
     ckpts = Checkpoints(out, cfg.keep_checkpoints)
-    if fresh:
+    if fresh and ranks.main:
         if ckpts.root.exists():
             shutil.rmtree(ckpts.root)
         (out / DONE_FILE).unlink(missing_ok=True)
+    barrier()  # every rank sees the output folder as rank 0 left it
 
-    device, precision = pick_device(cfg)
+    device, precision = pick_device(cfg, ranks)
     fingerprint = {**cfg.run_fingerprint(), "precision": precision}
     data_file = cfg.data_file()
     done = finished_record(out)
     if done is not None:
         return _the_finished_run(done, cfg, fingerprint, data_file, say)
 
-    threads = set_threads(cfg)
+    threads = set_threads(cfg, ranks)
+    if cfg.release_memory:
+        return_freed_memory()
     data = prepare(cfg, warn=lambda s: say(f"[yellow]warning:[/yellow] {s}", highlight=False))
     tokenizer = data.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -485,22 +620,16 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     epochs = math.ceil(total_steps / steps_per_epoch)
 
-    model, targets = load_model(cfg, data.base_dir, device)
+    model, targets = load_model(cfg, data.base_dir, device, precision)
     keep_ok = cfg.head_on_targets_only and supports_logits_to_keep(model)
+    chunked = cfg.head_on_targets_only and cfg.chunked_loss and supports_chunked_loss(model)
+    loss_of = TargetLoss(model, device, keep_ok, chunked)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
-
-    def linear(step: int) -> float:  # transformers' get_linear_schedule_with_warmup, written out
-        if step < cfg.warmup_steps:
-            return step / max(1, cfg.warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+    optimizer, scheduler = _optimizer(cfg, params, total_steps)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    # the module each training pass goes through: DDP sums the ranks' gradients in its backward
+    step_loss = loss_of if not ranks.distributed else torch.nn.parallel.DistributedDataParallel(
+        loss_of, device_ids=[device.index] if device.type == "cuda" else None)
 
     meta = {"fingerprint": fingerprint, "data_sha256": data.data_sha256, "total_steps": total_steps,
             "eval_ids": sorted(e.id for e in data.eval)}
@@ -513,14 +642,15 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     state.sessions += 1
 
     stats = data.stats
+    rank_note = f", {ranks.world} ranks" if ranks.distributed else ""
     say(f"[b]{cfg.module}[/b]: {stats.train} train / {stats.eval} held-out examples from "
         f"{data.data_file}; {total_steps} steps ({steps_per_epoch}/epoch, batch {cfg.batch_size} x "
-        f"accum {cfg.grad_accum}); {device.type} {precision}, {threads} threads; LoRA r={cfg.lora_r} "
+        f"accum {cfg.grad_accum}); {device.type} {precision}, {threads} threads{rank_note}; LoRA r={cfg.lora_r} "
         f"alpha={cfg.lora_alpha} on {','.join(targets)}; truncated {stats.truncated}, dropped {stats.dropped}",
         highlight=False)
 
     def evaluate_now():
-        loss = evaluate(model, data.eval, cfg, pad_id, device, precision, keep_ok)
+        loss = evaluate(loss_of, data.eval, cfg, pad_id, precision, ranks)
         if loss is not None:
             state.evals.append({"step": state.step, "epoch": state.epoch, "loss": round(loss, 6)})
         return loss
@@ -531,31 +661,43 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     last_save = time.perf_counter()
 
     def checkpoint() -> Path:
+        """Rank 0 writes it; the others only name it (they hold the same weights)."""
         nonlocal last_save
+        last_save = time.perf_counter()
+        if not ranks.main:
+            return ckpts.root / f"step-{state.step:06d}"
         rss = max(state.peak_rss_mb, peak_rss_mb())
         snapshot = dataclasses.replace(state, wall_seconds=elapsed(), peak_rss_mb=rss)
-        last_save = time.perf_counter()
         return ckpts.save(model, optimizer, scheduler, scaler, snapshot, meta)
 
     def checkpoint_due(end_of_epoch: bool) -> bool:
         timed = cfg.save_minutes and time.perf_counter() - last_save >= 60 * cfg.save_minutes
         return bool(end_of_epoch or (cfg.save_every and state.step % cfg.save_every == 0) or timed)
 
-    def optimizer_step(window: list[list[Example]]) -> tuple[float, float]:
-        """One optimizer step over grad_accum micro-batches: (mean target-token loss, its lr)."""
-        t0 = time.perf_counter()
-        n_target = sum(e.n_target for b in window for e in b)
-        loss_sum = 0.0
-        for examples in window:
-            batch = collate(examples, pad_id, pad_to)
-            with autocast_for(device, precision):
-                part = target_loss_sum(model, batch, device, keep_ok)
-            scaled = part / n_target
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            loss_sum += part.item()
-            state.tokens += batch["n_tokens"]
-            state.slots += batch["n_slots"]
-            state.target_tokens += batch["n_target"]
+    def optimizer_step(window: list[list[int]]) -> tuple[float, list[float]]:
+        """This rank's share of one optimizer step over grad_accum micro-batches: (its summed
+        target-token loss, its [tokens, slots, target tokens]). The gradient is the whole step's."""
+        n_target = sum(data.train[i].n_target for b in window for i in b)
+        mine = rank_share(window, ranks)
+        passes = passes_per_rank(window, ranks.world) if ranks.distributed else len(mine)
+        loss_sum, counts = 0.0, [0, 0, 0]
+        for k in range(passes):
+            index, ids = mine[k] if k < len(mine) else (-1, window[0][:1])  # -1: a pass that counts 0
+            batch = collate([data.train[i] for i in ids], pad_id, pad_to)
+            # dropout draws depend on the step and the micro-batch only: a resumed run, or another
+            # number of ranks training the same micro-batch, draws the same masks
+            torch.manual_seed(_micro_seed(cfg.seed, state.step, index))
+            last = k == passes - 1
+            with (step_loss.no_sync() if ranks.distributed and not last else nullcontext()):
+                with autocast_for(device, precision):
+                    part = step_loss(batch)
+                weight = ranks.world / n_target if index >= 0 else 0.0  # DDP averages over ranks
+                scaled = part * weight
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if index >= 0:
+                loss_sum += part.item()
+                counts = [counts[0] + batch["n_tokens"], counts[1] + batch["n_slots"],
+                          counts[2] + batch["n_target"]]
         if scaler is not None:
             scaler.unscale_(optimizer)
         if cfg.max_grad_norm > 0:
@@ -565,16 +707,8 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
             scaler.update()
         else:
             optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        state.train_seconds += time.perf_counter() - t0
-        state.step += 1
-        loss = loss_sum / n_target
-        if not math.isfinite(loss):
-            raise TmdError(f"{cfg.module}: training loss became {loss} at step {state.step}; "
-                           "lower --lr or use --precision fp32")
-        return loss, lr
+        return loss_sum, counts
 
     def record_step(loss: float, lr: float, n_windows: int) -> bool:
         """Log the step just taken and move the loop position on; True at the end of an epoch."""
@@ -593,20 +727,36 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     if state.step == 0 and not state.evals:
         evaluate_now()  # the held-out loss before any training, for the curve
 
-    progress = _progress(console, cfg, total_steps, state.step) if cfg.progress else None
-    model.train()
+    progress = _progress(console, cfg, total_steps, state.step) if cfg.progress and ranks.main else None
+    loss_of.train()
     loop_started = time.perf_counter()
     with stop_requests(say, cfg.module) as stop, progress or nullcontext():
-        for batches, n_windows in _windows_left(state, lengths, cfg, epochs, total_steps):
-            loss, lr = optimizer_step([[data.train[i] for i in b] for b in batches])
+        for window, n_windows in _windows_left(state, lengths, cfg, epochs, total_steps):
+            t0 = time.perf_counter()
+            loss_sum, counts = optimizer_step(window)
+            stopping = bool(stop)
+            if ranks.distributed:  # the step's totals, and whether any rank was asked to stop
+                loss_sum, *counts, stopping = all_sum([loss_sum, *counts, float(stopping)])
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            state.tokens, state.slots, state.target_tokens = (
+                int(a + b) for a, b in zip((state.tokens, state.slots, state.target_tokens), counts))
+            state.train_seconds += time.perf_counter() - t0
+            state.step += 1
+            loss = loss_sum / sum(data.train[i].n_target for b in window for i in b)
+            if not math.isfinite(loss):
+                raise TmdError(f"{cfg.module}: training loss became {loss} at step {state.step}; "
+                               "lower --lr or use --precision fp32")
             end_of_epoch = record_step(loss, lr, n_windows)
-            if checkpoint_due(end_of_epoch) or stop:
+            if checkpoint_due(end_of_epoch) or stopping:
                 saved = checkpoint()
                 if progress is None:  # logs only: a line per checkpoint says how far it got
                     say(_status_line(cfg.module, state, total_steps, resumed_from, loop_started, saved),
                         highlight=False, soft_wrap=True)
-            if stop:
-                raise TmdError(f"{cfg.module}: stopped by {stop[0]} at step {state.step}/{total_steps}; "
+            if stopping:
+                barrier()  # rank 0's checkpoint is on disk before any rank reports the stop
+                why = stop[0] if stop else "a signal to another rank"
+                raise TmdError(f"{cfg.module}: stopped by {why} at step {state.step}/{total_steps}; "
                                f"checkpoint {saved} saved, the same command resumes from it")
             if on_step is not None:
                 on_step(state)
@@ -615,16 +765,57 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
         evaluate_now()  # a max_steps stop inside an epoch
     state.wall_seconds = elapsed()
     state.peak_rss_mb = max(state.peak_rss_mb, peak_rss_mb())
+    rank_rss = all_gather_floats(state.peak_rss_mb) if ranks.distributed else [state.peak_rss_mb]
     metrics = _metrics(cfg, state, data, lengths, device, precision, threads, total_steps, resumed_from)
-    _write_outputs(cfg, model, tokenizer, data, metrics, state, fingerprint, targets, precision, device)
-    if not cfg.keep_checkpoints_after and ckpts.root.exists():
-        shutil.rmtree(ckpts.root)
+    metrics.update(ranks=ranks.world, peak_rss_mb_per_rank=[round(r, 1) for r in rank_rss],
+                   chunked_loss=chunked)
+    if ranks.main:
+        _write_outputs(cfg, model, tokenizer, data, metrics, state, fingerprint, targets, precision, device,
+                       ranks.world)
+        if not cfg.keep_checkpoints_after and ckpts.root.exists():
+            shutil.rmtree(ckpts.root)
+    barrier()  # the outputs exist before any rank returns
     say(f"[green]{cfg.module}[/green]: done in {metrics['wall_seconds']:.0f}s, loss "
         f"{metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f}"
         + (f", held-out {metrics['eval_loss']:.3f}" if metrics["eval_loss"] is not None else "")
         + f", {metrics['tokens_per_second']:.0f} tok/s, peak RSS {metrics['peak_rss_mb']:.0f} MB -> {out}",
         highlight=False)
     return TrainResult(cfg.module, out, resumed_from=resumed_from, metrics=metrics)
+
+
+def train_rank(rank: int, world: int, rendezvous: str, cfg: TrainConfig, resume: bool | None,
+               fresh: bool) -> None:
+    """One rank of `tmd train --nproc N` (trainer.distributed.launch starts it in a fresh process)."""
+    from tmd_local.console import err_console
+
+    from .distributed import init, shutdown
+
+    init(pick_device(cfg)[0].type, rendezvous, rank, world)
+    try:
+        train(cfg, resume=resume, fresh=fresh, console=err_console if rank == 0 else None)
+    finally:
+        shutdown()
+
+
+def _optimizer(cfg: TrainConfig, params: list, total_steps: int):
+    """AdamW (no weight decay on vectors) and transformers' linear schedule with warm-up, written out."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+
+    def linear(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return step / max(1, cfg.warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+
+
+def _micro_seed(seed: int, step: int, index: int) -> int:
+    """The RNG seed of micro-batch `index` of optimizer step `step` (index -1: a zero-weight pass)."""
+    return (seed * 1_000_003 + step * 1_009 + index + 1) % 2**63
 
 
 def _windows_left(state: LoopState, lengths: list[int], cfg: TrainConfig, epochs: int, total_steps: int):
@@ -677,7 +868,7 @@ def _metrics(cfg, state: LoopState, data: Prepared, lengths, device, precision, 
 
 
 def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, fingerprint, targets,
-                   precision, device) -> None:
+                   precision, device, ranks: int = 1) -> None:
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
@@ -685,8 +876,9 @@ def _write_outputs(cfg, model, tokenizer, data: Prepared, metrics, state, finger
     write_json_atomic(out / "metrics.json", metrics)
     plot_losses(state.log, state.evals, out / "loss.png",
                 f"{cfg.module} LoRA on {cfg.base} ({data.teacher} teacher)")
+    # the precision `auto` resolved to; ranks: the processes that trained it (same global batch)
     hyper = {**cfg.hyperparameters(), "target_modules": targets, "precision": precision,
-             "device": device.type}
+             "device": device.type, "ranks": ranks}
     # what was really trained, so every result of this student can say it (epochs honestly)
     training = {"questions": len({e.group for e in data.train}), "examples": len(data.train),
                 "steps": state.step, "epochs": round(metrics["steps"] / max(1, metrics["steps_per_epoch"]), 3),

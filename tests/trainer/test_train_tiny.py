@@ -106,9 +106,85 @@ def test_loss_ignores_padding_and_prompt(tiny_base, teacher_dir, tokenizer):
         together = target_loss_sum(model, collate([short, long], 2), cpu).item()
         padded = target_loss_sum(model, collate([short, long], 2, pad_to=512), cpu).item()
         full_head = target_loss_sum(model, collate([short, long], 2), cpu, keep_ok=False).item()
+        chunked = target_loss_sum(model, collate([short, long], 2, pad_to=512), cpu, chunked=True).item()
     assert together == pytest.approx(alone + other, rel=1e-4)
     assert padded == pytest.approx(together, rel=1e-4)
     assert full_head == pytest.approx(together, rel=1e-4)
+    assert chunked == pytest.approx(together, rel=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_chunked_head_loss_has_the_gradient_of_plain_cross_entropy(tiny_base, teacher_dir, tokenizer,
+                                                                    monkeypatch):
+    """_HeadLoss takes its gradient in the forward pass, slice by slice (slices of 7 rows here, so
+    several slices and a short last one): the LoRA weights' gradients must be cross_entropy's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    import trainer.train as tt
+    from trainer.data import build_examples, collate, load_records
+
+    monkeypatch.setattr(tt, "LOSS_CHUNK", 7)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_base))
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "down_proj"],
+                      init_lora_weights=False)  # B != 0, so gradients reach every LoRA matrix
+    model = get_peft_model(base, lora)
+    assert tt.supports_chunked_loss(model)
+    examples, _ = build_examples(load_records(teacher_dir / "drd.jsonl", "drd")[:3], tokenizer, 512)
+    batch = collate(examples, 2)
+    cpu = torch.device("cpu")
+
+    def loss_and_grads(chunked: bool):
+        model.zero_grad()
+        loss = tt.target_loss_sum(model, batch, cpu, keep_ok=True, chunked=chunked)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, plain_grads = loss_and_grads(False)
+    chunked, chunked_grads = loss_and_grads(True)
+    assert chunked == pytest.approx(plain, rel=1e-5)
+    assert plain_grads.keys() == chunked_grads.keys() and len(plain_grads) == 8
+    for name, g in plain_grads.items():
+        assert g.abs().max() > 0, name
+        # fp32 sums in another order: equal to 1e-4 of the gradient's largest entry
+        assert (chunked_grads[name] - g).abs().max() <= 1e-4 * g.abs().max(), name
+
+
+def test_auto_precision_reads_the_cpu_flags(tiny_config, teacher_dir, tmp_path, monkeypatch):
+    """auto: bf16 where the CPU has bf16 units (AVX512-BF16 or AMX), fp32 elsewhere."""
+    import trainer.train as tt
+
+    assert tt.cpu_has_bf16_units({"avx2", "avx512f", "avx512_bf16"})
+    assert tt.cpu_has_bf16_units({"amx_tile", "amx_bf16"})
+    assert not tt.cpu_has_bf16_units({"avx2", "avx512f", "avx512_vnni"})
+    cfg = tiny_config(teacher_dir, tmp_path / "o", precision="auto")
+    monkeypatch.setattr(tt, "cpu_flags", lambda: {"avx2"})
+    assert tt.pick_device(cfg)[1] == "fp32"
+    monkeypatch.setattr(tt, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert tt.pick_device(cfg)[1] == "bf16"
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_bf16_keeps_the_base_in_bf16_and_lora_and_adam_in_fp32(tiny_config, teacher_dir, tmp_path):
+    import torch
+
+    import trainer.train as tt
+
+    cfg = tiny_config(teacher_dir, tmp_path / "bf16", precision="bf16", max_steps=2)
+    model, _ = tt.load_model(cfg, tt.ensure_hf_base(cfg.base), torch.device("cpu"), "bf16")
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trained = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16} and trained == {torch.float32}
+
+    result = tt.train(cfg)
+    assert result.metrics["precision"] == "bf16" and result.metrics["chunked_loss"] is True
+    tmd = json.loads((tmp_path / "bf16" / "tmd.json").read_text())
+    assert tmd["hyperparameters"]["precision"] == "bf16"
+    assert all(w.dtype == torch.float32 for w in adapter_weights(tmp_path / "bf16").values())
+    fp32 = tt.train(tiny_config(teacher_dir, tmp_path / "fp32", precision="fp32", max_steps=2)).metrics
+    assert result.metrics["eval_loss"] == pytest.approx(fp32["eval_loss"], abs=0.05)
 
 
 def test_resumed_run_matches_uninterrupted_run(tiny_config, teacher_dir, tmp_path):
@@ -317,3 +393,18 @@ def test_base_without_tokenizer_is_one_clear_error(tiny_config, tiny_base, teach
     (broken / "config.json").write_text((tiny_base / "config.json").read_text())
     with pytest.raises(TmdError, match=r"base '.*broken-base': cannot load its tokenizer"):
         train(tiny_config(teacher_dir, tmp_path / "o", base=str(broken), max_steps=1))
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_activation_checkpointing_trains_the_same_adapter(tiny_config, teacher_dir, tmp_path):
+    """Recomputing each layer in backward replays its dropout draws: the same weights as keeping
+    the activations, and the setting is recorded."""
+    from trainer.train import train
+
+    common = dict(max_steps=3, lora_dropout=0.1, save_every=0)
+    train(tiny_config(teacher_dir, tmp_path / "kept", **common))
+    train(tiny_config(teacher_dir, tmp_path / "recomputed", activation_checkpointing=True, **common))
+    a, b = adapter_weights(tmp_path / "kept"), adapter_weights(tmp_path / "recomputed")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    tmd = json.loads((tmp_path / "recomputed" / "tmd.json").read_text())
+    assert tmd["hyperparameters"]["activation_checkpointing"] is True
