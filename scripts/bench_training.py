@@ -12,9 +12,9 @@ same steps. Variants:
     fp32             the pre-#25 default: fp32, the LM head from the first target on (logits_to_keep),
                      glibc's default malloc behaviour
     fp32+chunked     the saved-compute change: the head on target rows only, in slices
-                     (trainer.train._HeadLoss), and large freed tensors returned to the system
-                     (train.return_freed_memory): the default on a CPU without bf16 units
-    +ac              ... and activation checkpointing (--activation-checkpointing)
+                     (trainer.train._HeadLoss): the default on a CPU without bf16 units
+    +ac              ... and --low-memory: activation checkpointing, large freed tensors returned
+                     to the system (train.return_freed_memory)
     bf16             frozen base stored in bf16, LoRA + AdamW fp32, autocast; head and malloc as fp32's
     bf16+chunked     bf16 with the saved-compute change: the default where the CPU has bf16 units
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 EMBEDDED = "smollm2-135m-instruct"
-VARIANTS = {  # name: (precision, chunked loss + freed memory returned, activation checkpointing)
+VARIANTS = {  # name: (precision, chunked loss, --low-memory: activation checkpointing + freed memory returned)
     "fp32": ("fp32", False, False),
     "fp32+chunked": ("fp32", True, False),
     "fp32+chunked+ac": ("fp32", True, True),
@@ -78,7 +78,7 @@ def child(spec: dict) -> dict:
     precision, chunked, ac = VARIANTS[spec["variant"]]
     cfg = TrainConfig(module=spec["module"], data=Path(spec["data"]), out=Path(spec["out"]), base=spec["base"],
                       max_steps=spec["steps"], max_length=spec["max_length"], precision=precision,
-                      chunked_loss=chunked, release_memory=chunked, activation_checkpointing=ac, eval_fraction=spec["eval_fraction"],
+                      chunked_loss=chunked, release_memory=ac, activation_checkpointing=ac, eval_fraction=spec["eval_fraction"],
                       save_every=0, save_minutes=0, progress=False,
                       threads=1 if spec["ranks"] > 1 else None)
     if spec.get("profile"):

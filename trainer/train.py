@@ -153,9 +153,11 @@ def set_threads(cfg: TrainConfig, ranks: Ranks = Ranks()) -> int:
 
 # glibc's malloc raises its mmap threshold each time a large block is freed, after which a freed
 # activation tensor stays in the heap instead of going back to the system: a Reasoner step at
-# batch 2 x 512 then peaked at 4.6 GB RSS instead of 3.5 (1.4 instead of 3.9 with activation
+# batch 2 x 512 then peaked at 5.5 GB RSS instead of 3.5 (1.4 instead of 3.9 with activation
 # checkpointing). A fixed threshold (M_MMAP_THRESHOLD, which also stops the raising) keeps every
-# tensor of 1 MiB or more in its own mapping, returned when freed.
+# tensor of 1 MiB or more in its own mapping, returned when freed; the price is a page fault per
+# page of every such tensor: 3 steps took 52 s instead of 40 (interleaved, shared cores). Hence
+# opt-in (--low-memory).
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 20
 
@@ -243,7 +245,9 @@ def load_model(cfg: TrainConfig, base_dir: Path, device: torch.device, precision
         hf_logging.enable_progress_bar()
     model.config.use_cache = False
     if cfg.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        with warnings.catch_warnings():  # transformers 5 renamed it; the old name works in every version
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*gradient_checkpointing_enable.*")
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     linear_names = [name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear)]
     targets = cfg.target_modules or default_target_modules(model.config.model_type, linear_names)
