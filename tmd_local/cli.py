@@ -169,7 +169,7 @@ def _demo_distilled(system, zero_shot, settings) -> None:
     info = bundle.info
     console.rule(f"[b]Distilled students ({folder.name})[/b]")
     console.print(f"LoRA adapters over the same {markup_safe(bundle.base)} GGUF; teacher {info.get('teacher')}, "
-                  "OpenBookQA train questions; see docs/RESULTS.md for every figure.")
+                  "OpenBookQA train questions; every figure: README (OpenBookQA) and reports/obqa/report.md.")
     for line in measured_lines(bundle):
         console.print(f"  measured: {line}")
     table = Table(title=f"{system.upper()}: zero-shot vs distilled")
