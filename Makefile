@@ -43,7 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_training.py
 
 # The README's measured figures, regenerated end to end, resuming whatever is already done: OBQA
-# (scripts/distill_obqa.sh, the shipped bundle models/obqa-135m and reports/obqa/), then StrategyQA:
+# (scripts/distill_obqa.sh, the shipped bundle models/openbook-135m and reports/obqa/), then StrategyQA:
 # full-scale distillation (100/400/1603 questions, learning curve, error sources, test split; many
 # hours on 2 cores), the paper's 3 epochs on all 1603 questions (~12 h more), then the 50-question
 # bundle's quantization and Table 3 runs and the other datasets.
@@ -51,7 +51,7 @@ reproduce: $(STAMP)
 	scripts/distill_obqa.sh  # OBQA: teach, train (skipped where scripts/gpu/unpack.sh put GPU adapters), export, test
 	$(BIN)/tmd export --adapters runs/obqa-e3-lr1e-3/adapters --mode adapter --quant q8_0 --no-keep-merged \
 		--out runs/obqa-e3-lr1e-3/lora-bundle
-	$(BIN)/python scripts/ship_bundle.py runs/obqa-e3-lr1e-3/lora-bundle models/obqa-135m obqa-e3-lr1e-3 \
+	$(BIN)/python scripts/ship_bundle.py runs/obqa-e3-lr1e-3/lora-bundle models/openbook-135m obqa-e3-lr1e-3 \
 		results/obqa-finetuned.jsonl results/obqa-finetuned-drd.jsonl
 	$(BIN)/tmd report results/obqa-*.jsonl --out reports/obqa/report.md
 	scripts/distill_strategyqa.sh

@@ -162,7 +162,7 @@ def _demo_distilled(system, zero_shot, settings) -> None:
 
     folder = shipped_bundle()
     if folder is None:
-        console.print("[dim]No distilled students ship with this install (models/obqa-135m).[/dim]")
+        console.print("[dim]No distilled students ship with this install (models/openbook-135m).[/dim]")
         return
     bundle = load_bundle(folder)
     modules = bundle.module_set()

@@ -1,4 +1,4 @@
-"""The distilled students that ship in the box: models/obqa-135m/ in the checkout, LoRA adapters in
+"""The distilled students that ship in the box: models/openbook-135m/ in the checkout, LoRA adapters in
 GGUF over the embedded base (its sha256 in the manifest, checked before load), with the accuracy
 measured for the same adapters (`measured` in the manifest, written by scripts/ship_bundle.py from
 the results files). `tmd ask` uses it for four-option questions unless told otherwise; `tmd demo`
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED_NAME = "obqa-135m"
+SHIPPED_NAME = "openbook-135m"
 SHIPPED_OPTIONS = 4  # OpenBookQA-style: four options
 
 

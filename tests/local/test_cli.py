@@ -52,7 +52,7 @@ def test_ask_json_trace(embedded_model):
 def test_four_options_use_the_shipped_students_unless_zero_shot(embedded_model):
     shipped = invoke("ask", *FOG, "--json", "--system", "drd", "--n-ctx", "1024")
     assert shipped.exit_code == 0, shipped.output
-    assert json.loads(shipped.output)["stages"]["drd"]["model"] == "obqa-135m/drd"
+    assert json.loads(shipped.output)["stages"]["drd"]["model"] == "openbook-135m/drd"
     base = invoke("ask", *FOG, "--json", "--system", "drd", "--n-ctx", "1024", "--zero-shot")
     assert base.exit_code == 0, base.output
     assert json.loads(base.output)["stages"]["drd"]["model"] == "smollm2-135m-instruct"
