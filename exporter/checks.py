@@ -68,9 +68,14 @@ class Checks:
             return result
 
     def _adapter_eos(self, adapter) -> int | None:
+        """adapter.eos_token_id of the manifest (the verify step and the LoRA entry both need it):
+        read once per adapter, since it loads two tokenizers."""
         from .merge import adapter_eos_override
 
-        return adapter_eos_override(self.base_dir, adapter.path)
+        cache = self.__dict__.setdefault("_adapter_eos_cache", {})
+        if adapter.path not in cache:
+            cache[adapter.path] = adapter_eos_override(self.base_dir, adapter.path)
+        return cache[adapter.path]
 
     def _enforce(self, role, label, quant, entry, ref, result, loaded_eos: int | None = None) -> None:
         if entry["chat_template_sha256"] != ref["chat_template_sha256"]:

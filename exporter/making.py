@@ -153,8 +153,7 @@ class Making:
         rec = self.state.record_of(final)
         entry = {"file": final.name, "size": rec["size"], "sha256": rec["sha256"], "type": LORA_OUTTYPE,
                  "rank": a.rank, "lora_alpha": rec.get("lora_alpha") or a.alpha}
-        from .merge import adapter_eos_override
-        eos = adapter_eos_override(self.base_dir, a.path)
+        eos = self._adapter_eos(a)  # Checks: what the verify step accepted as this adapter's EOS
         return entry if eos is None else {**entry, "eos_token_id": eos}
 
     def _convert(self, script, args: list[str], final: Path, meta) -> None:
