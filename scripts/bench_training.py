@@ -12,9 +12,9 @@ same steps. Variants:
     fp32             the pre-#25 default: fp32, the LM head from the first target on (logits_to_keep),
                      glibc's default malloc behaviour
     fp32+chunked     the saved-compute change: the head on target rows only, in slices
-                     (trainer.train._HeadLoss): the default on a CPU without bf16 units
+                     (trainer.loss._HeadLoss): the default on a CPU without bf16 units
     +ac              ... and --low-memory: activation checkpointing, large freed tensors returned
-                     to the system (train.return_freed_memory)
+                     to the system (trainer.device.return_freed_memory)
     bf16             frozen base stored in bf16, LoRA + AdamW fp32, autocast; head and malloc as fp32's
     bf16+chunked     bf16 with the saved-compute change: the default where the CPU has bf16 units
 
@@ -103,9 +103,10 @@ def profile_step(cfg) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from trainer.data import collate, length_grouped_batches
-    from trainer.train import (TargetLoss, autocast_for, load_model, pick_device, prepare, set_threads,
-                               supports_chunked_loss, supports_logits_to_keep)
+    from trainer.data import collate, length_grouped_batches, prepare
+    from trainer.device import autocast_for, pick_device, set_threads
+    from trainer.loss import TargetLoss, supports_chunked_loss, supports_logits_to_keep
+    from trainer.model import load_model
 
     device, precision = pick_device(cfg)
     set_threads(cfg)
@@ -136,7 +137,7 @@ def profile_step(cfg) -> str:
 # --- the driver ------------------------------------------------------------------------------
 
 def bf16_units() -> bool:
-    from trainer.train import cpu_has_bf16_units
+    from trainer.device import cpu_has_bf16_units
 
     return cpu_has_bf16_units()
 

@@ -73,7 +73,7 @@ LIBRARY = [m for m in modules_of("tmd_local") if not within(m, APP_LAYER)]
 def test_the_reader_sees_real_imports():
     # If parsing silently found nothing, every rule below would pass: check edges known to exist.
     assert {"teacher.cli", "trainer.cli", "exporter.cli"} <= GRAPH[COMMAND_GROUP]
-    assert "tmd_local.hf_base" in GRAPH["trainer.train"] and "tmd_local.hf_base" in GRAPH["exporter.export"]
+    assert "tmd_local.hf_base" in GRAPH["trainer.data"] and "tmd_local.hf_base" in GRAPH["exporter.export"]
     assert "tmd_local.paths" in GRAPH["tmd_local.hf_base"]  # a relative import, resolved
     assert len(LIBRARY) > 20
 

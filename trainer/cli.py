@@ -141,7 +141,8 @@ def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_siz
 def _train_ranks(configs, nproc: int, resume, fresh: bool) -> None:
     """--nproc N: each module in turn, trained by N fresh local processes."""
     from . import distributed
-    from .train import finished_record, train_rank
+    from .outputs import finished_record
+    from .train import train_rank
 
     for cfg in configs:
         distributed.launch(nproc, train_rank, cfg, resume, fresh)
@@ -151,7 +152,7 @@ def _train_ranks(configs, nproc: int, resume, fresh: bool) -> None:
 def _train_under_torchrun(configs, resume, fresh: bool) -> None:
     """This process is one of torchrun's ranks: join its process group, train, rank 0 reports."""
     from . import distributed
-    from .train import pick_device
+    from .device import pick_device
     from .train import train as train_one
 
     ranks = distributed.init(pick_device(configs[0])[0].type)
@@ -168,7 +169,7 @@ def _result_from_disk(cfg, finished_record):
     """What the ranks' run left in cfg.out, for the summary table."""
     import json
 
-    from .train import TrainResult
+    from .outputs import TrainResult
 
     metrics_file = cfg.out / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if finished_record(cfg.out) and metrics_file.is_file() else {}

@@ -18,6 +18,9 @@ both counts are reported.
 
 Batches are grouped by length (deterministic for a seed and epoch) and padded to their longest
 member; `pad_to_max` pads every batch to `max_length`, as the paper did.
+
+`prepare` puts this together for one run (records, the base's tokenizer, examples, held-out split)
+before any model is loaded.
 """
 
 from __future__ import annotations
@@ -26,10 +29,15 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tmd_local.errors import TmdError
 from tmd_local.formats import TeacherRecord
-from tmd_local.prompts import render_messages
+from tmd_local.hf_base import ensure_hf_base
+from tmd_local.prompts import PROMPT_VERSION, render_messages
+from tmd_local.registry import file_sha256
+
+from .config import TrainConfig
 
 IGNORE_INDEX = -100
 MIN_PROMPT_TOKENS = 8
@@ -203,3 +211,62 @@ def collate(examples: list[Example], pad_id: int, pad_to: int | None = None) -> 
             "n_tokens": sum(len(e) for e in examples), "n_slots": width * len(examples),
             "n_target": sum(e.n_target for e in examples),
             "first_target": min(e.n_prompt for e in examples)}
+
+
+# --- a run's data -----------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """The data side of a run, before any model is loaded."""
+    data_file: Path
+    data_sha256: str
+    teacher: str
+    prompt_version: str
+    base_dir: Path
+    tokenizer: object
+    train: list[Example]
+    eval: list[Example]
+    stats: DataStats
+
+
+def prepare(cfg: TrainConfig, warn: Callable[[str], None] = lambda s: None) -> Prepared:
+    from transformers import AutoTokenizer
+
+    data_file = cfg.data_file()
+    records = load_records(data_file, cfg.module)
+    teachers = sorted({r.teacher for r in records})
+    if len(teachers) > 1:
+        warn(f"{data_file}: records from several teachers ({', '.join(teachers)}); recorded as one")
+    versions = sorted({r.prompt_version for r in records})
+    if versions != [PROMPT_VERSION]:
+        warn(f"{data_file}: prompt_version {', '.join(versions) or '(none)'} differs from this tmd's "
+             f"{PROMPT_VERSION}; the student will be prompted with the current prompts")
+    base_dir = ensure_hf_base(cfg.base)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    except (OSError, ValueError, KeyError) as e:
+        raise TmdError(f"base '{cfg.base}': cannot load its tokenizer from {base_dir} "
+                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    examples, stats = build_examples(records, tokenizer, cfg.max_length, cfg.truncation)
+    if not examples:
+        raise TmdError(f"{data_file}: no example fits max_length={cfg.max_length} (every target is "
+                       f"longer than {cfg.max_length} tokens); raise --max-length")
+    if stats.truncated or stats.dropped:
+        warn(cut_examples_warning(data_file, stats, cfg.max_length, cfg.truncation))
+    train_set, eval_set = split_heldout(examples, cfg.eval_fraction, cfg.seed)
+    stats.train, stats.eval = len(train_set), len(eval_set)
+    return Prepared(data_file, file_sha256(data_file), "+".join(teachers), "+".join(versions),
+                    base_dir, tokenizer, train_set, eval_set, stats)
+
+
+def cut_examples_warning(data_file: Path, stats: DataStats, max_length: int, truncation: str) -> str:
+    """What --max-length cost this training set, and the length that keeps every example whole."""
+    fits = -(-stats.longest_needed // 64) * 64  # rounded up to a multiple of 64
+    parts = []
+    if stats.truncated:
+        lost = "middle" if truncation == "middle" else "start"
+        parts.append(f"{stats.truncated} of {stats.records} prompts lose their {lost}")
+    if stats.dropped:
+        parts.append(f"{stats.dropped} examples are dropped (target alone too long)")
+    return (f"{data_file}: at --max-length {max_length} {' and '.join(parts)}; the longest example "
+            f"needs {stats.longest_needed} tokens, --max-length {fits} keeps them all whole")

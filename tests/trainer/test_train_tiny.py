@@ -93,7 +93,7 @@ def test_loss_ignores_padding_and_prompt(tiny_base, teacher_dir, tokenizer):
     from transformers import AutoModelForCausalLM
 
     from trainer.data import build_examples, collate, load_records
-    from trainer.train import target_loss_sum
+    from trainer.loss import target_loss_sum
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_base)).eval()
     records = load_records(teacher_dir / "drd.jsonl", "drd")[:2]
@@ -122,23 +122,23 @@ def test_chunked_head_loss_has_the_gradient_of_plain_cross_entropy(tiny_base, te
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    import trainer.train as tt
+    import trainer.loss as tl
     from trainer.data import build_examples, collate, load_records
 
-    monkeypatch.setattr(tt, "LOSS_CHUNK", 7)
+    monkeypatch.setattr(tl, "LOSS_CHUNK", 7)
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(tiny_base))
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "down_proj"],
                       init_lora_weights=False)  # B != 0, so gradients reach every LoRA matrix
     model = get_peft_model(base, lora)
-    assert tt.supports_chunked_loss(model)
+    assert tl.supports_chunked_loss(model)
     examples, _ = build_examples(load_records(teacher_dir / "drd.jsonl", "drd")[:3], tokenizer, 512)
     batch = collate(examples, 2)
     cpu = torch.device("cpu")
 
     def loss_and_grads(chunked: bool):
         model.zero_grad()
-        loss = tt.target_loss_sum(model, batch, cpu, keep_ok=True, chunked=chunked)
+        loss = tl.target_loss_sum(model, batch, cpu, keep_ok=True, chunked=chunked)
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -154,36 +154,38 @@ def test_chunked_head_loss_has_the_gradient_of_plain_cross_entropy(tiny_base, te
 
 def test_auto_precision_reads_the_cpu_flags(tiny_config, teacher_dir, tmp_path, monkeypatch):
     """auto: bf16 where the CPU has bf16 units (AVX512-BF16 or AMX), fp32 elsewhere."""
-    import trainer.train as tt
+    import trainer.device as td
 
-    assert tt.cpu_has_bf16_units({"avx2", "avx512f", "avx512_bf16"})
-    assert tt.cpu_has_bf16_units({"amx_tile", "amx_bf16"})
-    assert not tt.cpu_has_bf16_units({"avx2", "avx512f", "avx512_vnni"})
+    assert td.cpu_has_bf16_units({"avx2", "avx512f", "avx512_bf16"})
+    assert td.cpu_has_bf16_units({"amx_tile", "amx_bf16"})
+    assert not td.cpu_has_bf16_units({"avx2", "avx512f", "avx512_vnni"})
     cfg = tiny_config(teacher_dir, tmp_path / "o", precision="auto")
-    monkeypatch.setattr(tt, "cpu_flags", lambda: {"avx2"})
-    assert tt.pick_device(cfg)[1] == "fp32"
-    monkeypatch.setattr(tt, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    assert tt.pick_device(cfg)[1] == "bf16"
+    monkeypatch.setattr(td, "cpu_flags", lambda: {"avx2"})
+    assert td.pick_device(cfg)[1] == "fp32"
+    monkeypatch.setattr(td, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert td.pick_device(cfg)[1] == "bf16"
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
 def test_bf16_keeps_the_base_in_bf16_and_lora_and_adam_in_fp32(tiny_config, teacher_dir, tmp_path):
     import torch
 
-    import trainer.train as tt
+    from tmd_local.hf_base import ensure_hf_base
+    from trainer.model import load_model
+    from trainer.train import train
 
     cfg = tiny_config(teacher_dir, tmp_path / "bf16", precision="bf16", max_steps=2)
-    model, _ = tt.load_model(cfg, tt.ensure_hf_base(cfg.base), torch.device("cpu"), "bf16")
+    model, _ = load_model(cfg, ensure_hf_base(cfg.base), torch.device("cpu"), "bf16")
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     trained = {p.dtype for p in model.parameters() if p.requires_grad}
     assert frozen == {torch.bfloat16} and trained == {torch.float32}
 
-    result = tt.train(cfg)
+    result = train(cfg)
     assert result.metrics["precision"] == "bf16" and result.metrics["chunked_loss"] is True
     tmd = json.loads((tmp_path / "bf16" / "tmd.json").read_text())
     assert tmd["hyperparameters"]["precision"] == "bf16"
     assert all(w.dtype == torch.float32 for w in adapter_weights(tmp_path / "bf16").values())
-    fp32 = tt.train(tiny_config(teacher_dir, tmp_path / "fp32", precision="fp32", max_steps=2)).metrics
+    fp32 = train(tiny_config(teacher_dir, tmp_path / "fp32", precision="fp32", max_steps=2)).metrics
     assert result.metrics["eval_loss"] == pytest.approx(fp32["eval_loss"], abs=0.05)
 
 
