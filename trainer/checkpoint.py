@@ -44,6 +44,8 @@ class LoopState:
         return dataclasses.asdict(self)
 
 
+# --- the checkpoint folders ------------------------------------------------------------------
+
 class Checkpoints:
     """checkpoints/step-NNNNNN/: adapter, optimizer, scheduler, scaler, RNG and state.json.
 

@@ -60,9 +60,7 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     out = cfg.out
     ckpts = Checkpoints(out, cfg.keep_checkpoints)
     if fresh and ranks.main:
-        if ckpts.root.exists():
-            shutil.rmtree(ckpts.root)
-        (out / DONE_FILE).unlink(missing_ok=True)
+        _clear(ckpts, out)
     barrier()  # every rank sees the output folder as rank 0 left it
 
     device, precision = pick_device(cfg, ranks)
@@ -81,10 +79,7 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
     lengths = [len(e) for e in data.train]
     pad_to = cfg.max_length if cfg.pad_to_max else None
 
-    batches0 = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)
-    steps_per_epoch = math.ceil(len(batches0) / cfg.grad_accum)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    steps_per_epoch, total_steps, epochs = _schedule(cfg, lengths)
 
     model, targets = load_model(cfg, data.base_dir, device, precision)
     keep_ok = cfg.head_on_targets_only and supports_logits_to_keep(model)
@@ -241,11 +236,7 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
         if not cfg.keep_checkpoints_after and ckpts.root.exists():
             shutil.rmtree(ckpts.root)
     barrier()  # the outputs exist before any rank returns
-    say(f"[green]{cfg.module}[/green]: done in {metrics['wall_seconds']:.0f}s, loss "
-        f"{metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f}"
-        + (f", held-out {metrics['eval_loss']:.3f}" if metrics["eval_loss"] is not None else "")
-        + f", {metrics['tokens_per_second']:.0f} tok/s, peak RSS {metrics['peak_rss_mb']:.0f} MB -> {out}",
-        highlight=False)
+    say(_done_line(cfg.module, metrics, out), highlight=False)
     return TrainResult(cfg.module, out, resumed_from=resumed_from, metrics=metrics)
 
 
@@ -261,6 +252,29 @@ def train_rank(rank: int, world: int, rendezvous: str, cfg: TrainConfig, resume:
         train(cfg, resume=resume, fresh=fresh, console=err_console if rank == 0 else None)
     finally:
         shutdown()
+
+
+def _clear(ckpts: Checkpoints, out: Path) -> None:
+    """--fresh: drop the checkpoints and any finished run's tmd.json (the rest is overwritten)."""
+    if ckpts.root.exists():
+        shutil.rmtree(ckpts.root)
+    (out / DONE_FILE).unlink(missing_ok=True)
+
+
+def _schedule(cfg: TrainConfig, lengths: list[int]) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, epochs begun): --max-steps may end the run inside an epoch."""
+    batches0 = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)
+    steps_per_epoch = math.ceil(len(batches0) / cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    return steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch)
+
+
+def _done_line(module: str, metrics: dict, out: Path) -> str:
+    """The run's last line: time, first and last loss, held-out loss, speed, memory, where it went."""
+    return (f"[green]{module}[/green]: done in {metrics['wall_seconds']:.0f}s, loss "
+            f"{metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f}"
+            + (f", held-out {metrics['eval_loss']:.3f}" if metrics["eval_loss"] is not None else "")
+            + f", {metrics['tokens_per_second']:.0f} tok/s, peak RSS {metrics['peak_rss_mb']:.0f} MB -> {out}")
 
 
 def _optimizer(cfg: TrainConfig, params: list, total_steps: int):
