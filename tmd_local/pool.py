@@ -128,32 +128,41 @@ class ModulePool:
             self._close(ref.path)
             module = None
         if module is not None:  # already resident: reuse it, swapping the adapter if needed
-            self._loaded[ref.path] = module  # now the most recently used
-            if adapter is not None and not module.has_adapter(adapter):
-                self.budget.check(f"{stage} (adapter {adapter.name})", self.loader.adapter_footprint(adapter),
-                                  rss_mb())
-            before = rss_mb()
-            reset_peak_rss()
-            swap = adapter != module.adapter
-            seconds = module.set_adapter(adapter)
-            residency = Residency(stage, ref.name, module.file_type, seconds, rss_before_mb=before,
-                                  how="swap" if swap else "reuse", kept_loaded=True,
-                                  adapter=adapter.name if adapter else None)
+            residency = self._reuse(stage, ref, module, adapter)
         else:
-            footprint = self.loader.footprint(ref, self.settings)
-            self._make_room(footprint)
-            what = f"{stage} ({ref.path.name}{' + ' + adapter.name if adapter else ''})"
-            self.budget.check(what, footprint, rss_mb())
-            before = rss_mb()
-            reset_peak_rss()
-            module = self.loader.load(ref, self.settings)
-            self._loaded[ref.path] = module
-            self._uses[ref.path] = []
-            residency = Residency(stage, ref.name, module.file_type, module.load_seconds,
-                                  rss_before_mb=before, estimated_mb=footprint.total_bytes / MIB,
-                                  kept_loaded=self.keep_loaded, adapter=adapter.name if adapter else None)
+            module, residency = self._load(stage, ref, adapter)
         self._uses[ref.path].append(residency)
         self.history.append(residency)
+        return module, residency
+
+    def _reuse(self, stage: str, ref: ModelRef, module: Module, adapter: Path | None) -> Residency:
+        """Make a resident module the most recently used, with `adapter` applied."""
+        self._loaded[ref.path] = module  # now the most recently used
+        if adapter is not None and not module.has_adapter(adapter):
+            self.budget.check(f"{stage} (adapter {adapter.name})", self.loader.adapter_footprint(adapter),
+                              rss_mb())
+        before = rss_mb()
+        reset_peak_rss()
+        swap = adapter != module.adapter
+        seconds = module.set_adapter(adapter)
+        return Residency(stage, ref.name, module.file_type, seconds, rss_before_mb=before,
+                         how="swap" if swap else "reuse", kept_loaded=True,
+                         adapter=adapter.name if adapter else None)
+
+    def _load(self, stage: str, ref: ModelRef, adapter: Path | None) -> tuple[Module, Residency]:
+        """Load a module that is not resident, after making room for it within the budget."""
+        footprint = self.loader.footprint(ref, self.settings)
+        self._make_room(footprint)
+        what = f"{stage} ({ref.path.name}{' + ' + adapter.name if adapter else ''})"
+        self.budget.check(what, footprint, rss_mb())
+        before = rss_mb()
+        reset_peak_rss()
+        module = self.loader.load(ref, self.settings)
+        self._loaded[ref.path] = module
+        self._uses[ref.path] = []
+        residency = Residency(stage, ref.name, module.file_type, module.load_seconds,
+                              rss_before_mb=before, estimated_mb=footprint.total_bytes / MIB,
+                              kept_loaded=self.keep_loaded, adapter=adapter.name if adapter else None)
         return module, residency
 
     def _make_room(self, footprint: Footprint) -> None:
