@@ -27,10 +27,10 @@ from tmd_local import __version__ as TMD_VERSION
 from tmd_local.bundle import MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest, parse_role
 from tmd_local.errors import TmdError
 from tmd_local.formats import Manifest
+from tmd_local.integrity import verify_file
 from tmd_local.jsonl import read_json, write_json_atomic
 from tmd_local.roles import ROLES
 from tmd_local.registry import file_sha256
-from tmd_local.runner import verify_file
 
 CHECKS = ("none", "size", "sha256")
 

@@ -203,8 +203,8 @@ def write_modelfiles(bundle_dir: Path, *, quant: str | None = None, n_ctx: int =
                      name_prefix: str | None = None) -> list[Path]:
     """<bundle>/ollama/<role>.Modelfile for every role, and <bundle>/ollama/README.md."""
     from tmd_local.bundle import load_bundle
+    from tmd_local.generation import GenerationSettings
     from tmd_local.roles import ROLES
-    from tmd_local.runner import GenerationSettings
 
     bundle = load_bundle(bundle_dir)
     modules = bundle.module_set(quant)

@@ -51,11 +51,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tmd_local.generation import Generation, GenerationSettings, ModuleRef  # noqa: E402
 from tmd_local.memory import peak_rss_mb, rss_mb  # noqa: E402
 from tmd_local.pipeline import Events, ModuleSet, run  # noqa: E402
+from tmd_local.pool import ModulePool  # noqa: E402
 from tmd_local.registry import ModelRef, resolve_model  # noqa: E402
-from tmd_local.runner import Generation, GenerationSettings, LoadedModule, ModulePool, ModuleRef  # noqa: E402
 from tmd_local.roles import ROLES, TMD_ROLES  # noqa: E402
+from tmd_local.runner import LoadedModule  # noqa: E402
 
 QUESTION_ID = "demo-plants"  # greedy decoding decomposes it, so all three modules run
 EMBEDDED = "smollm2-135m-instruct"

@@ -22,13 +22,13 @@ from pathlib import Path, PurePosixPath
 
 from .errors import TmdError
 from .formats import BUNDLE_FORMAT, Manifest
+from .generation import ModuleRef
 from .gguf_file import read_gguf_header
 from .jsonl import read_json, require_regular_file
 from .pipeline import ModuleSet
 from .quants import FILE_TYPES, PREFERENCE, canonical, precision_rank
 from .registry import ModelRef, resolve_model
 from .roles import ROLES
-from .runner import ModuleRef
 
 FORMAT = BUNDLE_FORMAT
 MANIFEST = "manifest.json"

@@ -12,14 +12,15 @@ from pathlib import Path
 from . import __version__
 from .errors import TmdError
 from .formats import ResultConfig, ResultRecord
+from .generation import GenerationSettings
 from .jsonl import append_jsonl
 from .memory import peak_rss_mb
 from .pipeline import Events, ModuleSet, run, system_roles
+from .pool import ModulePool
 from .prompts import PROMPT_VERSION
 from .records import Question
 from .registry import file_sha256, gguf_summary
 from .results import read_results
-from .runner import GenerationSettings, ModulePool
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:

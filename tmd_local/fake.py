@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
+from .generation import (Cancelled, Generation, GenerationSettings, StopCheck, TokenCallback, common_prefix,
+                         clamp_to_context)
 from .memory import Footprint
 from .pipeline import ModuleSet
+from .pool import ModulePool
 from .registry import ModelRef
 from .roles import ROLES
-from .runner import (Cancelled, Generation, GenerationSettings, ModulePool, StopCheck, TokenCallback,
-                     common_prefix, clamp_to_context)
 
 _PIECE = re.compile(r"\s*\S+|\s+")  # a word with the whitespace before it: one fake token
 

@@ -19,12 +19,12 @@ from typing import Callable
 from . import prompts
 from .parsing import parse_answer, parse_subquestions
 from .errors import TmdError
+from .generation import Cancelled, Generation, GenerationSettings, StopCheck, softmax_over
 from .gold import gold_knowledge
+from .pool import Module, ModulePool, Residency
 from .records import Question
 from .registry import ModelRef
 from .roles import TMD_ROLES
-from .runner import (Cancelled, Generation, GenerationSettings, Module, ModulePool, Residency, StopCheck,
-                     softmax_over)
 
 TMD_STAGES = TMD_ROLES
 # tmd-gold-subq and tmd-gold-facts are diagnostic: the dataset's gold subquestions replace the

@@ -48,7 +48,7 @@ def generation_options(func):
 
 
 def module_memory_options(func):
-    """Which quantization runs and how the modules share memory (docs/FORMATS.md §5, tmd_local/runner.py)."""
+    """Which quantization runs and how the modules share memory (docs/FORMATS.md §5, tmd_local/pool.py)."""
     return _apply(func, [
         click.option("--quant", type=TEXT, default=None,
                      help="Bundle quantization (default: its default_quant, else q8_0); "
@@ -80,7 +80,7 @@ def runtime_options(func=None, *, several_bundles: bool = False):
 
 def build_settings(n_ctx, threads, temperature=0.0, seed=0):
     """GenerationSettings from the options above."""
-    from .runner import GenerationSettings
+    from .generation import GenerationSettings
 
     settings = GenerationSettings(n_ctx=n_ctx, temperature=temperature, seed=seed)
     if threads is not None:  # validated at the command line: 1..512
@@ -109,7 +109,7 @@ def build_runtime(model, bundle, quant, max_memory, keep_loaded, settings, *, sy
                   memory_budget=None, results_paths=()):
     """(ModuleSet, ModulePool, source) for the options above; the pool must be closed (use it as `with`)."""
     from .memory import MemoryBudget
-    from .runner import ModulePool
+    from .pool import ModulePool
 
     source, quant, max_memory = open_runtime_source(model, bundle, quant, max_memory, systems=systems,
                                                     memory_budget=memory_budget, results_paths=results_paths)

@@ -19,8 +19,8 @@ def test_a_trained_adapter_exports_and_its_bundle_names_how_it_was_trained(tiny_
     from exporter.bundle import read_manifest
     from exporter.export import ExportOptions, export
     from tmd_local.evaluate import run_config
+    from tmd_local.generation import GenerationSettings
     from tmd_local.prompts import PROMPT_VERSION
-    from tmd_local.runner import GenerationSettings
     from trainer.config import TrainConfig
     from trainer.train import train
 

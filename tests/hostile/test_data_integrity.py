@@ -73,7 +73,7 @@ def test_teach_writes_a_repeated_question_once(tmp_path):
 def _evaluate(tmp_path, questions):
     """DRD through evaluate() on the fake module, every reasoning answering A."""
     from tmd_local.fake import FakeLoader
-    from tmd_local.runner import GenerationSettings
+    from tmd_local.generation import GenerationSettings
 
     loader = FakeLoader(lambda prompt: "r\nFinal Answer: A",
                         option_probs=lambda reasoning, letters: {x: 0.9 if x == "A" else 0.1 for x in letters})

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from tmd_local.fake import FakeLoader
+from tmd_local.generation import GenerationSettings
 from tmd_local.pipeline import run
 from tmd_local.records import Question
-from tmd_local.runner import GenerationSettings, LoadedModule
+from tmd_local.runner import LoadedModule
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_runtime.py"
 

@@ -9,10 +9,10 @@ import pytest
 from tmd_local.errors import TmdError
 from tmd_local.evaluate import config_key, evaluate, run_config
 from tmd_local.fake import FakeLoader
+from tmd_local.generation import GenerationSettings
 from tmd_local.pipeline import Events, ModuleSet
 from tmd_local.prompts import PROMPT_VERSION
 from tmd_local.records import Question
-from tmd_local.runner import GenerationSettings
 
 
 def questions(n: int, gold: str | None = "A") -> list[Question]:

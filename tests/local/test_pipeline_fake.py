@@ -7,9 +7,9 @@ import pytest
 from tmd_local import prompts
 from tmd_local.errors import TmdError
 from tmd_local.fake import FakeLoader, ScriptExhausted
+from tmd_local.generation import Cancelled, GenerationSettings, ModuleRef
 from tmd_local.pipeline import Events, ModuleSet, Trace, run
 from tmd_local.records import Question
-from tmd_local.runner import Cancelled, GenerationSettings, ModuleRef
 
 PLANTS = Question("plants", "Which of these do plants need to make their own food?",
                   {"A": "moonlight", "B": "sunlight", "C": "sand", "D": "salt water"}, "B")

@@ -3,9 +3,10 @@
 import pytest
 
 from tmd_local.demo import DEMO_QUESTIONS
+from tmd_local.generation import GenerationSettings
 from tmd_local.pipeline import ModuleSet, _fit_knowledge, run
 from tmd_local.records import Question
-from tmd_local.runner import GenerationSettings, LoadedModule
+from tmd_local.runner import LoadedModule
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ def test_reasoner_knowledge_is_truncated_to_fit_a_small_context(embedded_model):
 
 def test_module_is_closed_after_each_stage(embedded_model):
     """RSS after closing a module falls back near where it was before loading it."""
-    from tmd_local.runner import load_module
+    from tmd_local.pool import load_module
 
     with load_module("analyzer", embedded_model, GenerationSettings()) as (module, residency):
         module.generate([{"role": "user", "content": "Say hi."}], max_tokens=8)

@@ -25,7 +25,8 @@ def test_unknown_name_missing_and_corrupt_files(tmp_path):
 
 
 def test_truncated_gguf_is_a_clear_error(tmp_path, embedded_model):
-    from tmd_local.runner import GenerationSettings, LoadedModule
+    from tmd_local.generation import GenerationSettings
+    from tmd_local.runner import LoadedModule
 
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(embedded_model.path.read_bytes()[:5_000_000])

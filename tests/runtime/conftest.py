@@ -10,7 +10,7 @@ import pytest
 
 from tmd_local.lora_gguf import write_lora
 from runtime_helpers import ROLES, file_entry, small_settings, write_manifest
-from tmd_local.runner import GenerationSettings
+from tmd_local.generation import GenerationSettings
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pytest
 from runtime_helpers import ROLES, small_settings, write_manifest
 from tmd_local.bundle import load_bundle
 from tmd_local.errors import TmdError
-from tmd_local.runner import LoadedModule, ModulePool
+from tmd_local.pool import ModulePool
+from tmd_local.runner import LoadedModule
 
 IM_START = 1  # SmolLM2's <|im_start|>; its EOS is <|im_end|> = 2
 

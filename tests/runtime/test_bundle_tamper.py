@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from runtime_helpers import file_entry, small_settings, write_manifest
 from tmd_local.bundle import load_bundle
 from tmd_local.errors import TmdError
-from tmd_local.runner import ModulePool
+from tmd_local.pool import ModulePool
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ import pytest
 
 from runtime_helpers import small_settings
 from tmd_local.demo import DEMO_QUESTIONS
+from tmd_local.generation import Cancelled, ModuleRef
 from tmd_local.pipeline import Events, ModuleSet, run
-from tmd_local.runner import Cancelled, ModulePool, ModuleRef
+from tmd_local.pool import ModulePool
 
 pytestmark = pytest.mark.slow
 TIMING = ("seconds", "load_seconds", "peak_rss_mb", "tokens_per_second", "loaded_by")

@@ -7,9 +7,11 @@ import pytest
 
 from runtime_helpers import small_settings
 from tmd_local.errors import TmdError
+from tmd_local.generation import Cancelled, ModuleRef
 from tmd_local.memory import MemoryBudget, estimate_footprint, rss_mb
+from tmd_local.pool import ModulePool
 from tmd_local.registry import ModelRef
-from tmd_local.runner import Cancelled, LoadedModule, ModulePool, ModuleRef
+from tmd_local.runner import LoadedModule
 
 pytestmark = pytest.mark.slow
 HELLO = [{"role": "user", "content": "Name one colour."}]

@@ -9,7 +9,8 @@ import pytest
 from runtime_helpers import small_settings
 from tmd_local.demo import DEMO_QUESTIONS
 from tmd_local.pipeline import ModuleSet, run
-from tmd_local.runner import ANSWER_CUE, LoadedModule, ModulePool
+from tmd_local.pool import ModulePool
+from tmd_local.runner import ANSWER_CUE, LoadedModule
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +111,7 @@ def test_a_base_model_without_chat_template_runs_mc_and_refuses_prompts(embedded
     import sys
 
     from tmd_local.errors import TmdError
-    from tmd_local.runner import ModuleRef
+    from tmd_local.generation import ModuleRef
 
     plain = tmp_path / "no-template.gguf"
     subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", "--remove-metadata",

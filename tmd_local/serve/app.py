@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import TmdError
+from ..generation import Cancelled
 from ..pipeline import Trace
-from ..runner import Cancelled
 from .engine import Engine, Job, QueueFull, Sampling, ShuttingDown
 from .limits import RequestLimits
 from .schema import (SERVED_SYSTEMS, AnswerRequest, BadRequest, ChatRequest, answer_question,

@@ -20,10 +20,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..errors import TmdError
+from ..generation import Cancelled, GenerationSettings
 from ..memory import peak_rss_mb, rss_mb
 from ..pipeline import Events, ModuleSet, Trace, run
+from ..pool import ModulePool, Residency
 from ..records import Question
-from ..runner import Cancelled, GenerationSettings, ModulePool, Residency
 
 log = logging.getLogger("tmd.serve")
 

@@ -8,8 +8,9 @@ from textual.binding import Binding
 
 from ..bundle import Bundle
 from ..display import visible
+from ..generation import GenerationSettings
 from ..memory import MemoryBudget
-from ..runner import GenerationSettings, ModulePool
+from ..pool import ModulePool
 from .screens import MainScreen
 
 

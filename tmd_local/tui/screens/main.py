@@ -21,9 +21,10 @@ from textual.worker import get_current_worker
 from ...bundle import find_bundles, open_source
 from ...display import visible
 from ...errors import TmdError
+from ...generation import Cancelled
 from ...pipeline import Events, Trace, run
+from ...pool import Residency
 from ...registry import EMBEDDED
-from ...runner import Cancelled, Residency
 from ..session import RunRecord, Target, compare_target, default_export_path, export_run
 from ..widgets import HistoryList, MemoryGauge, QuestionForm, RunSettings, StageTable, TraceColumn
 from .dataset import DatasetScreen

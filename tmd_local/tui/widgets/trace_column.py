@@ -10,8 +10,8 @@ from textual.widgets import Static
 
 from ...display import markup_safe, visible
 from ...pipeline import Trace
+from ...pool import Residency
 from ...render import answer_provenance
-from ...runner import Residency
 from .answer import AnswerView
 from .stream_panel import StreamPanel
 
