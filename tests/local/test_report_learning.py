@@ -4,8 +4,10 @@ majority class, mc's acc_norm, the learning curve over training questions, and t
 
 import json
 
-from tmd_local.report import (fold_seeds, load_results, majority_rate, mcnemar_p, readme_table,
-                              size_columns, training_label, write_report)
+from tmd_local.comparisons import mcnemar_p
+from tmd_local.curve import size_columns
+from tmd_local.report import readme_table, write_report
+from tmd_local.rows import fold_seeds, load_results, majority_rate, training_label
 
 GOLD_FACTS = ["Apollo 13 was recovered by the USS Iwo Jima.", "Iwo Jima was a World War II battle."]
 QUESTION = {"question": "Was the ship that recovered Apollo 13 named after a World War II battle?",
