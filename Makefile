@@ -53,7 +53,7 @@ reproduce: $(STAMP)
 		--out runs/obqa-e3-lr1e-3/lora-bundle
 	$(BIN)/python scripts/ship_bundle.py runs/obqa-e3-lr1e-3/lora-bundle models/openbook-135m obqa-e3-lr1e-3 \
 		results/obqa-finetuned.jsonl results/obqa-finetuned-drd.jsonl
-	$(BIN)/tmd report results/obqa-*.jsonl --out reports/obqa/report.md
+	$(BIN)/tmd report results/obqa-*.jsonl --out reports/obqa/report.md --publish
 	scripts/distill_strategyqa.sh
 	EPOCHS=3 SIZES=1603 PHASE=train scripts/distill_strategyqa.sh  # train + eval: the rate was chosen at 1 epoch
 	EPOCHS=3 SIZES=1603 PHASE=eval scripts/distill_strategyqa.sh

@@ -20,6 +20,7 @@ from tmd_local.registry import DEFAULT_MODEL, resolve_model
 # converters). Unset: both are built once per session in the temporary home.
 TEST_CACHE_ENV = "TMD_TEST_CACHE_DIR"
 _HOME = pytest.StashKey[tuple]()
+_PUBLISHED = pytest.StashKey[dict]()
 
 
 def pytest_configure(config):
@@ -41,6 +42,31 @@ def pytest_configure(config):
     if sdist is not None:
         _offer_sdist(sdist)
     set_hypothesis_home_dir(home / ".hypothesis")  # its examples and constants, else ./.hypothesis/
+    config.stash[_PUBLISHED] = _published_files()
+
+
+def _published_files() -> dict[str, tuple[int, int]]:
+    """The checkout's published reports (reports/): each file's size and modification time."""
+    reports = paths.CODE_ROOT / "reports"
+    return {str(p.relative_to(paths.CODE_ROOT)): (s.st_size, s.st_mtime_ns)
+            for p in sorted(reports.rglob("*")) if p.is_file() and (s := p.stat())}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A test that wrote into the checkout's reports/ (a relative --out resolved against the working
+    directory, a report without --out) fails the run, naming what it changed."""
+    before = session.config.stash.get(_PUBLISHED, None)
+    if before is None:
+        return
+    after = _published_files()
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"the tests changed the checkout's published reports: {', '.join(changed)}"
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config):

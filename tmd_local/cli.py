@@ -265,26 +265,37 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/report.md"), show_default=True)
-@click.option("--readme", type=click.Path(path_type=Path), default=None,
-              help="Also rewrite the marked figures section of this README (e.g. README.md).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              show_default="results/report.md under $TMD_HOME, else under the working directory",
+              help="The report; its plots go beside it.")
+@click.option("--results-doc", "results_docs", multiple=True, type=click.Path(path_type=Path),
+              help="Also rewrite the marked figures section of this Markdown document (repeatable).")
+@click.option("--readme", "readme_docs", multiple=True, type=click.Path(path_type=Path), hidden=True)
+@click.option("--section", default=None, metavar="NAME",
+              help="Rewrite the section between <!-- tmd report: begin NAME --> and <!-- tmd report: end NAME -->"
+                   " (default: the unnamed markers).")
+@click.option("--publish", is_flag=True,
+              help="Allow writing into the checkout's published reports/, docs/ and README.md.")
 @one_line_errors
-def report(results, out, readme):
+def report(results, out, results_docs, readme_docs, section, publish):
     """Markdown report (tables and plots) from one or more results JSONL files."""
     from .jsonl import check_output_file, require_regular_file
-    from .report import write_report
+    from .report import check_request, default_out, write_report
 
+    out = default_out() if out is None else out
+    docs = list(dict.fromkeys([*results_docs, *readme_docs]))
     for path in results:
         if not path.exists():
             raise TmdError(f"{path}: no such results file")
         require_regular_file(path, "results file")
-    if readme is not None:
-        if not readme.exists():
-            raise TmdError(f"--readme {readme}: no such file")
-        require_regular_file(readme, "README file")
-        check_output_file(readme, "--readme")
+    for doc in docs:
+        if not doc.exists():
+            raise TmdError(f"--results-doc {doc}: no such file")
+        require_regular_file(doc, "results document")
+        check_output_file(doc, "--results-doc")  # an existing file: proves it writable, changes nothing
+    check_request(out, docs, section, publish)  # --publish, --section, the markers: before any write
     check_output_file(out, "--out")  # checked before the results are read and the plots drawn
-    path = write_report(list(results), out, readme)
+    path = write_report(list(results), out, docs, section, publish)
     say(f"report: {path}")
 
 

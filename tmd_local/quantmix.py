@@ -18,8 +18,8 @@ from .bundle import Bundle, QuantChoice
 from .errors import TmdError
 from .memory import MIB, parse_size
 from .paths import results_dir
-from .report import ConfigResult, load_results
 from .roles import ROLES
+from .rows import ConfigResult, load_results
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,7 @@ def test_eval_mixes_then_memory_budget_picks_from_the_measured_results(tiny_bund
 
     from tmd_local.bundle import load_bundle
     from tmd_local.quantmix import measured_mixes, pick_quant
-    from tmd_local.report import load_results
+    from tmd_local.rows import load_results
 
     measured = measured_mixes(load_bundle(out), load_results([results]), "tmd")
     assert sorted(m.quant_text for m in measured) == ["f16", "f16,analyzer=q4_k_m"]

@@ -14,7 +14,7 @@ from tmd_local.bundle import load_bundle
 from tmd_local.datasets import load_questions
 from tmd_local.errors import TmdError
 from tmd_local.jsonl import MAX_DEPTH, JsonError, append_jsonl, parse_json, read_jsonl
-from tmd_local.report import load_results
+from tmd_local.rows import load_results
 
 EDGE_CASES = [
     ("[" * 100_000, "nested more than"),

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from hostile_helpers import QUESTION, invoke, one_line_error, result_record, write_jsonl
 from tmd_local.errors import TmdError
-from tmd_local.report import fold_seeds, load_results
+from tmd_local.rows import fold_seeds, load_results
 
 # --- category 4: output paths ---------------------------------------------------------------------
 

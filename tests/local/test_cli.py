@@ -90,7 +90,7 @@ def test_eval_writes_labelled_results_and_resumes(embedded_model, data_dir, work
     assert "| strategyqa | DRD | smollm2-135m-instruct q4_1 | none (zero-shot base model) | none (zero-shot) | 2 |" in text
     readme.write_text("no markers")
     unmarked = invoke("report", "r.jsonl", "--readme", "README.md")
-    assert unmarked.exit_code == 1 and "README.md: expected one pair of markers" in unmarked.output
+    assert unmarked.exit_code == 1 and "README.md: expected exactly one pair of markers" in unmarked.output
 
     again = invoke(*args, "--threads", "1")  # done (threads change speed, not answers): nothing recomputed
     assert again.exit_code == 0

@@ -4,8 +4,12 @@ majority class, mc's acc_norm, the learning curve over training questions, and t
 
 import json
 
-from tmd_local.report import (fold_seeds, load_results, majority_rate, mcnemar_p, readme_table,
-                              size_columns, training_label, write_report)
+import pytest
+
+from tmd_local.comparisons import mcnemar_p
+from tmd_local.curve import size_columns
+from tmd_local.report import readme_table, write_report
+from tmd_local.rows import fold_seeds, load_results, majority_rate, training_label
 
 GOLD_FACTS = ["Apollo 13 was recovered by the USS Iwo Jima.", "Iwo Jima was a World War II battle."]
 QUESTION = {"question": "Was the ship that recovered Apollo 13 named after a World War II battle?",
@@ -170,3 +174,142 @@ def test_mcnemar_p_is_the_exact_two_sided_binomial():
     assert mcnemar_p(0, 10) == 2 / 1024
     assert mcnemar_p(30, 30) == 1.0
     assert 0.04 < mcnemar_p(60, 40) < 0.06  # 100 discordant, 60/40: p about 0.057
+
+
+# --- where the report goes: the user's results folder; the checkout's published places on --publish --
+
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from tmd_local.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result, *fragments):
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def files_in(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+SECTIONS = ("# Results\nintro\n<!-- tmd report: begin -->\nunnamed figures\n<!-- tmd report: end -->\n"
+            "between\n<!-- tmd report: begin obqa -->\nold obqa\n<!-- tmd report: end obqa -->\nmiddle\n"
+            "<!-- tmd report: begin obqa-validation -->\nold validation\n<!-- tmd report: end obqa-validation -->\n"
+            "end\n")
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A checkout-like folder standing in for the source tree (paths.CODE_ROOT), as the working
+    directory: its reports/, README.md and docs/RESULTS.md are the published places. The real
+    checkout is never the target, even of a relative path, whatever the code under test does."""
+    from tmd_local import paths
+
+    root = tmp_path / "checkout"
+    (root / "tmd_local").mkdir(parents=True)
+    (root / "reports").mkdir()
+    (root / "reports" / "report.md").write_text("the project's report\n")
+    (root / "reports" / "accuracy_vs_flops.png").write_bytes(b"png")
+    (root / "docs").mkdir()
+    (root / "docs" / "RESULTS.md").write_text(SECTIONS)
+    (root / "README.md").write_text(SECTIONS)
+    monkeypatch.setattr(paths, "CODE_ROOT", root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("TMD_HOME", str(tmp_path / "home"))
+    write(root / "r.jsonl", config("drd"), ["A", "B", "B", "A"], [None] * 4, GOLDS)
+    return root
+
+
+def test_the_default_out_is_the_users_results_folder(checkout, tmp_path):
+    before = files_in(checkout)
+    made = invoke("report", "r.jsonl")
+    assert made.exit_code == 0, made.output
+    results = tmp_path / "home" / "results"
+    assert "| DRD |" in (results / "report.md").read_text()
+    assert (results / "accuracy_vs_flops.png").stat().st_size > 1000
+    assert str(results / "report.md") in made.output
+    assert files_in(checkout) == before  # nothing of the checkout rewritten
+
+
+@pytest.mark.parametrize("args, flag, place", [
+    (["--out", "reports/x.md"], "--out reports/x.md", "reports/"),
+    (["--out", "reports/sub/report.md"], "--out reports/sub/report.md", "reports/"),
+    (["--out", "report.md"], "--out report.md", "report.md"),
+    (["--out", "elsewhere/r.md", "--results-doc", "README.md"], "--results-doc README.md", "README.md"),
+    (["--out", "elsewhere/r.md", "--results-doc", "docs/RESULTS.md", "--section", "obqa"],
+     "--results-doc docs/RESULTS.md", "docs/"),
+    (["--out", "elsewhere/r.md", "--readme", "README.md"], "--results-doc README.md", "README.md"),
+])
+def test_the_checkouts_published_places_need_publish(checkout, args, flag, place):
+    before = files_in(checkout)
+    one_line_error(invoke("report", "r.jsonl", *args), flag, f"published {place}", "pass --publish")
+    assert files_in(checkout) == before  # refused before any folder or file was made
+
+
+def test_publish_writes_the_checkouts_report_and_documents(checkout):
+    made = invoke("report", "r.jsonl", "--out", "reports/report.md", "--results-doc", "README.md",
+                  "--results-doc", "docs/RESULTS.md", "--publish")
+    assert made.exit_code == 0, made.output
+    assert "| DRD |" in (checkout / "reports" / "report.md").read_text()
+    assert (checkout / "reports" / "accuracy_vs_flops.png").stat().st_size > 1000
+    for doc in ("README.md", "docs/RESULTS.md"):
+        text = (checkout / doc).read_text()
+        assert "unnamed figures" not in text and "| strategyqa | DRD |" in text
+        assert f"--out reports/report.md --results-doc {doc} --publish`" in text
+        assert "old obqa" in text and "old validation" in text  # the named sections are others
+
+
+def test_a_named_section_is_replaced_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "r.jsonl"
+    write(results, config("drd"), ["A", "B", "B", "A"], [None] * 4, GOLDS)
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(SECTIONS)
+    for section, old in (("obqa", "old obqa"), ("obqa-validation", "old validation")):
+        before = doc.read_text()
+        made = invoke("report", results, "--out", tmp_path / "rep" / "r.md", "--results-doc", doc,
+                      "--section", section)
+        assert made.exit_code == 0, made.output
+        text = doc.read_text()
+        begin, end = f"<!-- tmd report: begin {section} -->\n", f"<!-- tmd report: end {section} -->"
+        assert before.split(begin)[0] == text.split(begin)[0]  # everything before the section
+        assert before.split(end)[1] == text.split(end)[1]      # and after it, byte for byte
+        inside = text.split(begin)[1].split(end)[0]
+        assert old not in inside and "| strategyqa | DRD |" in inside and f"--section {section}`" in inside
+    assert "unnamed figures" in doc.read_text()
+
+
+@pytest.mark.parametrize("text, section, found", [
+    ("no markers\n", None, "found 0 begin, 0 end"),
+    (SECTIONS, "medqa", "found 0 begin, 0 end"),
+    (SECTIONS + "<!-- tmd report: begin obqa -->\n", "obqa", "found 2 begin, 1 end"),
+    ("<!-- tmd report: end -->\n<!-- tmd report: begin -->\n", None, "found 1 begin, 1 end"),
+])
+def test_a_document_without_one_pair_of_markers_is_an_error_and_nothing_is_written(tmp_path, text, section,
+                                                                                  found):
+    results = tmp_path / "r.jsonl"
+    write(results, config("drd"), ["A", "B", "B", "A"], [None] * 4, GOLDS)
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(text)
+    args = ["--section", section] if section else []
+    one_line_error(invoke("report", results, "--out", tmp_path / "rep" / "r.md", "--results-doc", doc, *args),
+                   "RESULTS.md: expected exactly one pair of markers", found)
+    assert doc.read_text() == text and not (tmp_path / "rep").exists()
+
+
+def test_a_section_needs_a_document_and_a_plain_name(tmp_path):
+    results = tmp_path / "r.jsonl"
+    write(results, config("drd"), ["A", "B", "B", "A"], [None] * 4, GOLDS)
+    one_line_error(invoke("report", results, "--out", tmp_path / "r.md", "--section", "obqa"), "--results-doc")
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(SECTIONS)
+    one_line_error(invoke("report", results, "--out", tmp_path / "r.md", "--results-doc", doc,
+                          "--section", "a -->"), "--section 'a -->'")
+    assert not (tmp_path / "r.md").exists()
