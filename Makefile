@@ -38,8 +38,7 @@ test-fast: $(STAMP)
 # generated tok/s (pipeline vs raw llama.cpp), module residency RSS and switch time, stage-batched vs
 # per-question, training tok/s (dynamic padding vs pad-to-512, LM head, 2 one-thread jobs), prefix
 # cache on/off, thread settings under load, tok/s per quantization; tmd serve under load; then
-# training tok/s, peak RSS and held-out loss per precision and loss path, 1 process vs 2 ranks
-# (bench_training.py).
+# training tok/s, peak RSS and held-out loss per precision and loss path, 1 process vs 2 ranks.
 bench: $(STAMP)
 	$(BIN)/python scripts/bench/generation.py
 	$(BIN)/python scripts/bench/residency.py
@@ -49,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/threads.py
 	$(BIN)/python scripts/bench/quants.py
 	$(BIN)/python scripts/load_serve.py --bench  # tmd serve: requests/s, p50/p95 for 1, 4, 16 clients
-	$(BIN)/python scripts/bench_training.py
+	$(BIN)/python scripts/bench/training_precision.py
 
 # The README's measured figures, regenerated end to end, resuming whatever is already done: OBQA
 # (scripts/distill_obqa.sh, the shipped bundle models/openbook-135m and reports/obqa/), then StrategyQA:
