@@ -34,13 +34,21 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(TEST_RUN) -m "not slow"
 
-# Figures, not pass/fail: generated tok/s (pipeline vs raw llama.cpp), module residency, switch time,
-# stage-batched vs per-question, training tok/s (dynamic padding vs pad-to-512); then training tok/s,
-# peak RSS and held-out loss per precision and loss path, 1 process vs 2 ranks (bench_training.py).
+# Figures, not pass/fail, one script per family in scripts/bench/ (common.py is their shared helper):
+# generated tok/s (pipeline vs raw llama.cpp), module residency RSS and switch time, stage-batched vs
+# per-question, training tok/s (dynamic padding vs pad-to-512, LM head, 2 one-thread jobs), prefix
+# cache on/off, thread settings under load, tok/s per quantization; tmd serve under load; then
+# training tok/s, peak RSS and held-out loss per precision and loss path, 1 process vs 2 ranks.
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_runtime.py
+	$(BIN)/python scripts/bench/generation.py
+	$(BIN)/python scripts/bench/residency.py
+	$(BIN)/python scripts/bench/batching.py
+	$(BIN)/python scripts/bench/training_speed.py
+	$(BIN)/python scripts/bench/prefix_cache.py
+	$(BIN)/python scripts/bench/threads.py
+	$(BIN)/python scripts/bench/quants.py
 	$(BIN)/python scripts/load_serve.py --bench  # tmd serve: requests/s, p50/p95 for 1, 4, 16 clients
-	$(BIN)/python scripts/bench_training.py
+	$(BIN)/python scripts/bench/training_precision.py
 
 # The README's measured figures, regenerated end to end, resuming whatever is already done: OBQA
 # (scripts/distill_obqa.sh, the shipped bundle models/openbook-135m and reports/obqa/), then StrategyQA:

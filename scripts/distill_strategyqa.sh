@@ -42,8 +42,8 @@ DEV_OFFSET=${DEV_OFFSET:-1503}  # held-out tail of train for choices: train[1503
 DEV=${DEV:-100}
 THREADS=${THREADS:-2}             # per evaluation
 # Two one-thread trainings at once: PyTorch keeps the second thread of a training busy only part of
-# the time, so on 2 cores this trains more tokens per second than one two-thread training (make
-# bench part 4, free cores: 160 vs 120 tok/s for the Reasoner).
+# the time, so on 2 cores this trains more tokens per second than one two-thread training
+# (scripts/bench/training_speed.py, free cores: 160 vs 120 tok/s for the Reasoner).
 TRAIN_JOBS=${TRAIN_JOBS:-2}
 TRAIN_THREADS=${TRAIN_THREADS:-1}
 # The paper's 512 tokens cut the middle of 17% of the Reasoner's prompts here (275 of 1599 at 1603

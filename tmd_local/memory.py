@@ -89,7 +89,7 @@ def format_mb(n_bytes: float) -> str:
 
 # Measured on the embedded SmolLM2-135M (Q4_1, llama.cpp via llama-cpp-python 0.3.36, CPU): peak RSS
 # of a fresh process minus its RSS before loading, minus the file, the KV cache and the attention
-# scratch, was 25-36 MiB across n_ctx 512-8192 and prompts of 60-3000 tokens (scripts/bench_runtime.py
+# scratch, was 25-36 MiB across n_ctx 512-8192 and prompts of 60-3000 tokens (scripts/bench/residency.py
 # re-measures it). The attention scratch (n_head x n_ctx x n_batch floats) is what grows with prompts.
 FIXED_OVERHEAD_BYTES = 36 * MIB
 

@@ -1,6 +1,6 @@
-"""`make bench` watches the pipeline through its events: the calls it replays on raw llama.cpp are
-exactly the prompts the runner sent (checked here on the fake module), and it needs nothing from
-tests/ (no sys.path entry, no patched LoadedModule)."""
+"""`make bench` (scripts/bench/generation.py) watches the pipeline through its events: the calls it
+replays on raw llama.cpp are exactly the prompts the runner sent (checked here on the fake module),
+and it needs nothing from tests/ (no sys.path entry, no patched LoadedModule)."""
 
 import importlib.util
 import sys
@@ -12,15 +12,17 @@ from tmd_local.pipeline import run
 from tmd_local.records import Question
 from tmd_local.runner import LoadedModule
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_runtime.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "generation.py"
 
 
 def load_bench(monkeypatch):
     before_path, before_generate = list(sys.path), LoadedModule.generate
-    spec = importlib.util.spec_from_file_location("bench_runtime", SCRIPT)
+    spec = importlib.util.spec_from_file_location("bench_generation", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_runtime", module)  # its dataclasses look themselves up there
+    monkeypatch.setitem(sys.modules, "bench_generation", module)  # its dataclasses look themselves up there
+    monkeypatch.delitem(sys.modules, "common", raising=False)  # the script imports scripts/bench/common.py so
     spec.loader.exec_module(module)
+    sys.modules.pop("common")  # ... and no later import of a "common" gets it
     added = [p for p in sys.path if p not in before_path]
     sys.path[:] = before_path
     assert not any("tests" in Path(p).parts for p in added), added

@@ -1,7 +1,7 @@
 """Training figures for trainer/README.md: tokens/s, peak RSS and held-out loss per precision and
 loss path, one process vs 2 ranks x 1 thread, and a profile of one training step.
 
-    .venv/bin/python scripts/bench_training.py [--steps 3] [--module reasoner] [--json out.json]
+    .venv/bin/python scripts/bench/training_precision.py [--steps 3] [--module reasoner] [--json out.json]
 
 Every run trains the same LoRA steps of one module (default: the Reasoner, batch 2 x accum 4,
 max length 512) on gold-teacher data for StrategyQA train questions (`tmd teach --teacher gold`,
@@ -22,6 +22,7 @@ bf16 runs are left out on a CPU without bf16 units (no avx512_bf16/amx_bf16 flag
 bf16 matmuls there, tens of times slower than fp32 (a probe matmul's GFLOPS are printed), unless
 --bf16-anyway. `--base DIR` takes another HF folder (e.g. a random model of the same shape).
 Load average is printed: on shared cores, tokens/s say as much about the neighbours as about tmd.
+Dynamic padding vs pad-to-max, and the LM head on targets vs everywhere: training_speed.py.
 """
 
 from __future__ import annotations
@@ -29,16 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it
+from common import EMBEDDED, gold_teacher_data, loadavg, run_child  # noqa: E402
 
-EMBEDDED = "smollm2-135m-instruct"
 VARIANTS = {  # name: (precision, chunked loss, --low-memory: activation checkpointing + freed memory returned)
     "fp32": ("fp32", False, False),
     "fp32+chunked": ("fp32", True, False),
@@ -100,7 +99,6 @@ def child(spec: dict) -> dict:
 def profile_step(cfg) -> str:
     """torch.profiler over one training step (forward + backward of one micro-batch, after one
     unmeasured step): the ops that took the most CPU time."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from trainer.data import collate, length_grouped_batches, prepare
@@ -158,22 +156,10 @@ def matmul_gflops() -> dict:
     return out
 
 
-def run_child(spec: dict) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"bench run {spec['variant']} x {spec['ranks']} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def gold_data(tmp: Path, questions: int) -> Path:
-    teacher = tmp / "teacher"
-    cmd = [sys.executable, "-m", "tmd_local", "teach", "--dataset", "strategyqa", "--split", "train",
-           "--limit", str(questions), "--teacher", "gold", "--out", str(teacher)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"tmd teach failed:\n{done.stderr[-4000:]}")
-    return teacher
+def run_spec(spec: dict) -> dict:
+    """One run in a fresh process (this script with --child), so its peak RSS is its own."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    return run_child(f"run {spec['variant']} x {spec['ranks']}", cmd)
 
 
 def main() -> None:
@@ -186,14 +172,14 @@ def main() -> None:
     ensure_hf_base(args.base)  # dequantized once here, not inside the first timed run
     units = bf16_units()
     figures = {"machine": {"cpus": os.cpu_count(), "bf16_units": units, "matmul_gflops": matmul_gflops(),
-                           "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+                           "loadavg_start": loadavg()},
                "module": args.module, "steps": args.steps, "max_length": args.max_length, "runs": {}}
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not units and not args.bf16_anyway:
         variants = [v for v in variants if not v.startswith("bf16")]
     ranks = [int(r) for r in args.ranks.split(",")]
     with tempfile.TemporaryDirectory(prefix="tmd-bench-train-") as tmp:
-        data = args.data or gold_data(Path(tmp), args.questions)
+        data = args.data or gold_teacher_data(Path(tmp), args.questions)
         common = dict(module=args.module, data=str(data), base=args.base, steps=args.steps,
                       max_length=args.max_length, eval_fraction=args.eval_fraction)
         # interleaved: 1 process and 2 ranks of a variant back to back, so a change in the
@@ -202,15 +188,15 @@ def main() -> None:
             for n in ranks:
                 started = time.perf_counter()
                 spec = dict(common, variant=variant, ranks=n, out=str(Path(tmp) / f"{variant}-{n}"))
-                figures["runs"][f"{variant} x{n}"] = run_child(spec) | {
+                figures["runs"][f"{variant} x{n}"] = run_spec(spec) | {
                     "process_wall_seconds": round(time.perf_counter() - started, 1),
                     "loadavg": round(os.getloadavg()[0], 2)}
                 print(f"   {variant} x{n} rank(s): {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         if not args.no_profile:
             default = "bf16+chunked" if units else "fp32+chunked"
             spec = dict(common, variant=default, ranks=1, out=str(Path(tmp) / "profile"), profile=True)
-            figures["profile"] = run_child(spec)["profile"]
-    figures["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+            figures["profile"] = run_spec(spec)["profile"]
+    figures["machine"]["loadavg_end"] = loadavg()
     show(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
