@@ -10,10 +10,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.formats import AdapterMeta
-from tmd_local.jsonl import parse_json, read_json
-from tmd_local.roles import ROLES
+from tmd_local.core.errors import TmdError
+from tmd_local.core.formats import AdapterMeta
+from tmd_local.core.jsonl import parse_json, read_json
+from tmd_local.core.roles import ROLES
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.(?:[a-z_]+\.)*?([a-z_]+)\.lora_([AB])\.weight$")
@@ -197,6 +197,6 @@ def _read_json(path: Path) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    from tmd_local.registry import file_sha256
+    from tmd_local.core.registry import file_sha256
 
     return file_sha256(path)

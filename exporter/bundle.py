@@ -9,7 +9,7 @@ manifest names all four roles (analyzer, informant, reasoner, drd), each with a 
              name (e.g. "smollm2-135m-instruct") or a GGUF path relative to the bundle.
 A "merged" role may also carry `adapter` with `base_files`: the same module as base + LoRA, an
 alternative the reader uses only when asked (`prefer_adapter=True`).
-Reading is the app's own reader (tmd_local/bundle.py), so what is written is checked by the rules
+Reading is the app's own reader (tmd_local/runtime/bundle.py), so what is written is checked by the rules
 it is loaded by; this module adds the writer side and what an export promises on top of them: the
 base GGUF and every listed file present, with its size and sha256.
 """
@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tmd_local import __version__ as TMD_VERSION
-from tmd_local.bundle import MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest, parse_role
-from tmd_local.errors import TmdError
-from tmd_local.formats import Manifest
-from tmd_local.integrity import verify_file
-from tmd_local.jsonl import read_json, write_json_atomic
-from tmd_local.roles import ROLES
-from tmd_local.registry import file_sha256
+from tmd_local.runtime.bundle import MANIFEST, Bundle, FileEntry, Role, load_bundle, parse_manifest, parse_role
+from tmd_local.core.errors import TmdError
+from tmd_local.core.formats import Manifest
+from tmd_local.runtime.integrity import verify_file
+from tmd_local.core.jsonl import read_json, write_json_atomic
+from tmd_local.core.roles import ROLES
+from tmd_local.core.registry import file_sha256
 
 CHECKS = ("none", "size", "sha256")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import read_json, write_json_atomic
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import read_json, write_json_atomic
 
 from .adapters import AdapterInfo
 from .state import disk_error, fingerprint

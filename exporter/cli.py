@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from tmd_local.cli_options import THREADS, Real
-from tmd_local.console import console, err_console, one_line_errors
-from tmd_local.quants import SUPPORTED, parse_quant_list
+from tmd_local.terminal.options import THREADS, Real
+from tmd_local.terminal.console import console, err_console, one_line_errors
+from tmd_local.core.quants import SUPPORTED, parse_quant_list
 
 from .plan import Mode
 

@@ -25,9 +25,9 @@ def make_random_lora(base_dir: Path, out_dir: Path, module: str, *, base_name: s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tmd_local import __version__
-    from tmd_local.formats import AdapterMeta
-    from tmd_local.jsonl import write_json_atomic
-    from tmd_local.prompts import PROMPT_VERSION
+    from tmd_local.core.formats import AdapterMeta
+    from tmd_local.core.jsonl import write_json_atomic
+    from tmd_local.core.prompts import PROMPT_VERSION
 
     from .merge import quiet_transformers
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import read_json
-from tmd_local.quants import parse_quant_list, preferred
-from tmd_local.roles import ROLES, role_named
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import read_json
+from tmd_local.core.quants import parse_quant_list, preferred
+from tmd_local.core.roles import ROLES, role_named
 
 from . import bundle as bundle_mod
 from .adapters import AdapterInfo, check_adapter_mode, check_against_base, discover
@@ -112,8 +112,8 @@ def _param_count(base_dir: Path) -> int:
 
 
 def resolve_base(name_or_path: str) -> tuple[str, Path]:
-    """(base name for the manifest, HF folder). tmd_local.hf_base builds/caches the HF copy of the GGUF."""
-    from tmd_local.hf_base import ensure_hf_base
+    """(base name for the manifest, HF folder). tmd_local.core.hf_base builds/caches the HF copy of the GGUF."""
+    from tmd_local.core.hf_base import ensure_hf_base
 
     p = Path(name_or_path).expanduser()
     name = p.name if p.is_dir() else name_or_path
@@ -188,7 +188,7 @@ class Exporter(Making, Checks):
         if len(claims) > 1:
             raise TmdError(f"--adapters: the adapters name different bases ({', '.join(sorted(claims))}); "
                            "export them separately")
-        from tmd_local.registry import DEFAULT_MODEL
+        from tmd_local.core.registry import DEFAULT_MODEL
 
         return claims.pop() if claims else DEFAULT_MODEL
 
@@ -353,7 +353,7 @@ class Exporter(Making, Checks):
         return bundle_mod.new_manifest(modules, base=self._manifest_base(), **top)
 
     def _registry_base(self) -> bool:
-        from tmd_local.registry import EMBEDDED
+        from tmd_local.core.registry import EMBEDDED
 
         return self.base_name in EMBEDDED
 

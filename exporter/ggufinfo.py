@@ -1,5 +1,5 @@
 """Adding tmd's own metadata keys (tmd.*) to a GGUF. Reading files back (what was really written)
-is tmd_local.gguf_file.read_gguf_info.
+is tmd_local.core.gguf_file.read_gguf_info.
 
 Uses the `gguf` package (GGUFReader / GGUFWriter); no torch.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import read_json
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import read_json
 
 # llama.cpp gives a Phi-3 vocabulary's special tokens the rstrip attribute (the whitespace after
 # <|user|>, <|end|>, ... belongs to them, as in Phi-3's tokenizer_config) only in a GGUF whose

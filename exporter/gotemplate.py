@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 _ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
 _STRING = re.compile(r'^"((?:[^"\\]|\\.)*)"$')

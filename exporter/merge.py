@@ -11,8 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import read_json, staged_dir
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import read_json, staged_dir
 
 from .adapters import AdapterInfo
 

@@ -5,7 +5,7 @@ derived from the chat template stored in each GGUF: it is rendered on probe conv
 contents are markers, and what surrounds each marker gives the text before and after a system,
 user and assistant message, the default preamble (e.g. a default system prompt) and the generation
 prompt. Before a Modelfile is written, its TEMPLATE is rendered (exporter/gotemplate.py) on every
-tmd prompt and must equal tmd_local.prompts.render_messages exactly; otherwise the export stops.
+tmd prompt and must equal tmd_local.core.prompts.render_messages exactly; otherwise the export stops.
 A BOS the GGUF's tokenizer adds by itself (tokenizer.ggml.add_bos_token) is left out of the
 TEMPLATE, as llama.cpp under Ollama would otherwise put it twice. The stop parameters are the
 model's end-of-generation tokens as llama.cpp lists them.
@@ -17,9 +17,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tmd_local import prompts
-from tmd_local.errors import TmdError
-from tmd_local.records import Question
+from tmd_local.core import prompts
+from tmd_local.core.errors import TmdError
+from tmd_local.core.records import Question
 
 from .gotemplate import render_go
 
@@ -202,9 +202,9 @@ def modelfile_text(gguf: str, adapter: str | None, fmt: ChatFormat, tokens: Chat
 def write_modelfiles(bundle_dir: Path, *, quant: str | None = None, n_ctx: int = 2048,
                      name_prefix: str | None = None) -> list[Path]:
     """<bundle>/ollama/<role>.Modelfile for every role, and <bundle>/ollama/README.md."""
-    from tmd_local.bundle import load_bundle
-    from tmd_local.generation import GenerationSettings
-    from tmd_local.roles import ROLES
+    from tmd_local.runtime.bundle import load_bundle
+    from tmd_local.runtime.generation import GenerationSettings
+    from tmd_local.core.roles import ROLES
 
     bundle = load_bundle(bundle_dir)
     modules = bundle.module_set(quant)
@@ -267,7 +267,7 @@ def _note(prefix: str, label: str) -> str:
     return (f"# {label} in Ollama\n\n"
             "One Modelfile per module. Create the models from this folder:\n\n"
             f"```\nfor role in {roles}; do ollama create {prefix}-$role -f $role.Modelfile; done\n```\n\n"
-            "Each module expects tmd's own prompt for its role (tmd_local/prompts.py): a TMD answer is "
+            "Each module expects tmd's own prompt for its role (tmd_local/core/prompts.py): a TMD answer is "
             f"{prefix}-analyzer, then {prefix}-informant per subquestion, then {prefix}-reasoner; DRD is "
             f"{prefix}-drd alone. Ollama renders messages with the TEMPLATE, which was checked to produce "
             "exactly the prompt tmd renders with the model's chat template. `tmd serve` runs the whole "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from tmd_local.quants import BY_NAME, FLOAT_TYPES
+from tmd_local.core.quants import BY_NAME, FLOAT_TYPES
 
 LORA_OUTTYPE = "f16"
 LORA_BYTES = 50e6  # a LoRA GGUF of a small model, generously

@@ -11,8 +11,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.quants import BY_NAME  # the quant table: names, llama_ftype codes, bits per weight
+from tmd_local.core.errors import TmdError
+from tmd_local.core.quants import BY_NAME  # the quant table: names, llama_ftype codes, bits per weight
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int | None = None,

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from tmd_local.errors import TmdError
-from tmd_local.gguf_file import read_gguf_info
-from tmd_local.jsonl import read_json, write_json_atomic
-from tmd_local.registry import file_sha256
+from tmd_local.core.errors import TmdError
+from tmd_local.core.gguf_file import read_gguf_info
+from tmd_local.core.jsonl import read_json, write_json_atomic
+from tmd_local.core.registry import file_sha256
 
 STATE_DIR = ".tmd-export"
 STATE_VERSION = 1

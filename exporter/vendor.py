@@ -1,6 +1,6 @@
 """llama.cpp's own converters, taken from the llama-cpp-python sdist of exactly the installed version.
 
-The sdist is fetched once from PyPI into the cache (`<tmd_local.paths.cache_dir()>/llama-cpp-python-<version>/`,
+The sdist is fetched once from PyPI into the cache (`<tmd_local.core.paths.cache_dir()>/llama-cpp-python-<version>/`,
 .cache/ in the checkout unless $TMD_HOME or $TMD_CACHE_DIR says otherwise),
 checked against the sha256 PyPI publishes, and only the converter files are extracted:
 `convert_hf_to_gguf.py`, `convert_lora_to_gguf.py`, the `conversion/` package they import, `gguf-py/`
@@ -28,9 +28,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import read_json, staged_dir
-from tmd_local.paths import cache_dir
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import read_json, staged_dir
+from tmd_local.core.paths import cache_dir
 
 DIST_NAME = "llama-cpp-python"
 SIMPLE_URL = "https://pypi.org/simple/llama-cpp-python/"

@@ -15,10 +15,10 @@ import hashlib
 import time
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.prompts import (analyzer_messages, drd_messages, informant_messages, reasoner_messages,
+from tmd_local.core.errors import TmdError
+from tmd_local.core.prompts import (analyzer_messages, drd_messages, informant_messages, reasoner_messages,
                                render_messages)
-from tmd_local.records import Question
+from tmd_local.core.records import Question
 
 REFERENCE_VERSION = 1
 GEN_TOKENS = 32

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tmd_local.memory import parse_size  # noqa: E402
+from tmd_local.core.memory import parse_size  # noqa: E402
 from tmd_local.serve.load import Target, run_bench, run_load  # noqa: E402
 from tmd_local.serve.process import ServerProcess  # noqa: E402
 

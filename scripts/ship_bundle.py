@@ -9,9 +9,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tmd_local.evaluate import wilson_interval
-from tmd_local.jsonl import read_jsonl, write_json_atomic
-from tmd_local.registry import EMBEDDED, resolve_model
+from tmd_local.evaluation.evaluate import wilson_interval
+from tmd_local.core.jsonl import read_jsonl, write_json_atomic
+from tmd_local.core.registry import EMBEDDED, resolve_model
 
 MAX_FILE, MAX_TOTAL = 12 * 2**20, 48 * 2**20
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 from teacher.gold import rationale_answer
 from teacher.rationale_kb import decompose, restates_answer, sentences
-from tmd_local.datasets import load_questions
+from tmd_local.core.datasets import load_questions
 
 LEAK = re.compile(r"\b(?:option|correct|incorrect|answer|question)\b|\([A-E]\)", re.I)
 

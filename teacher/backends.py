@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 MAX_REPLY_CHARS = 16_000  # far beyond any stage's max_tokens; longer means a runaway/broken server
 MAX_BACKOFF_SECONDS = 60.0
@@ -266,8 +266,8 @@ class GGUFBackend:
     are serialized (the run uses one worker for this backend anyway)."""
 
     def __init__(self, ref, n_ctx: int, temperature: float = 0.0, threads: int | None = None):
-        from tmd_local.generation import GenerationSettings
-        from tmd_local.runner import LoadedModule
+        from tmd_local.runtime.generation import GenerationSettings
+        from tmd_local.runtime.runner import LoadedModule
 
         self.name = f"gguf:{ref.name}"
         self.ref = ref
@@ -281,7 +281,7 @@ class GGUFBackend:
         self.load_seconds = self._module.load_seconds
 
     def complete(self, messages: list[dict], max_tokens: int) -> Reply:
-        from tmd_local.generation import MIN_NEW_TOKENS
+        from tmd_local.runtime.generation import MIN_NEW_TOKENS
 
         with self._lock:
             prompt_tokens = len(self._module.tokenize(self._module.render(messages)))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from tmd_local.cli_options import N_CTX, TEMPERATURE, TEXT, THREADS, Real, count
-from tmd_local.console import console, err_console, one_line_errors, warn
-from tmd_local.errors import TmdError
+from tmd_local.terminal.options import N_CTX, TEMPERATURE, TEXT, THREADS, Real, count
+from tmd_local.terminal.console import console, err_console, one_line_errors, warn
+from tmd_local.core.errors import TmdError
 
 
 @click.command()
@@ -51,7 +51,7 @@ from tmd_local.errors import TmdError
 def teach(dataset, split, limit, data_path, data_dir, teacher_spec, out, concurrency, keep_wrong,
           base_url, api_key_env, timeout, retries, backoff, max_tokens, temperature, n_ctx, threads):
     """A teacher (gold, openai:<model>, gguf:<model>) writes the four students' training sets."""
-    from tmd_local.datasets import load_questions
+    from tmd_local.core.datasets import load_questions
 
     from .run import RunConfig, prepare_out_dir, run_gold
     from .spec import parse_spec
@@ -99,10 +99,10 @@ def _open_backend(spec, *, base_url, api_key_env, timeout, retries, backoff, tem
     from .backends import GGUFBackend, OpenAIBackend
 
     if spec.kind == "gguf":
-        from tmd_local.registry import resolve_model
+        from tmd_local.core.registry import resolve_model
 
         ref = resolve_model(spec.target)
-        from tmd_local.display import markup_safe
+        from tmd_local.core.display import markup_safe
 
         with err_console.status(f"loading {markup_safe(ref.name, True)}..."):
             return GGUFBackend(ref, n_ctx=n_ctx, temperature=temperature, threads=threads)
@@ -123,7 +123,7 @@ class _RichProgress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        from tmd_local.display import markup_safe
+        from tmd_local.core.display import markup_safe
 
         self._bar = Progress(TextColumn("[b]{task.description}"), BarColumn(), MofNCompleteColumn(),
                              _seconds_per_item_column(), TimeElapsedColumn(), TextColumn("eta"),
@@ -165,7 +165,7 @@ def _seconds_per_item_column():
 def _print_summary(summary: dict, out: Path) -> None:
     from rich.table import Table
 
-    from tmd_local.display import markup_safe, visible
+    from tmd_local.core.display import markup_safe, visible
 
     table = Table(title=f"teacher {markup_safe(summary['teacher'], True)} on {summary['dataset']}/"
                         f"{summary['split']} ({summary['questions']} questions)")

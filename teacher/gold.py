@@ -13,7 +13,7 @@ StrategyQA (human annotations, plus ChatGPT rationales recorded by KARD):
   "Final Answer: <gold letter>".
 - DRD: the first recorded rationale whose answer is the gold one, split into numbered steps,
   ending with "Final Answer: <gold letter>". None matches -> rejected (no_matching_rationale).
-  A rationale's answer is tmd_local.parsing.parse_answer's, or, when that finds none, the one
+  A rationale's answer is tmd_local.core.parsing.parse_answer's, or, when that finds none, the one
   option it calls correct ("Option (D) is the correct answer"): most OBQA rationales argue option by
   option and never write "the answer is".
 OBQA / MedQA have no human decomposition or facts: Analyzer and Informant targets come from the
@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import re
 
-from tmd_local import prompts
-from tmd_local.gold import gold_knowledge, readable_subquestions
-from tmd_local.parsing import parse_answer
-from tmd_local.records import Question
+from tmd_local.core import prompts
+from tmd_local.core.gold import gold_knowledge, readable_subquestions
+from tmd_local.core.parsing import parse_answer
+from tmd_local.core.records import Question
 
 from .rationale_kb import decompose
 from .traces import (Context, Outcome, informant_id, numbered_steps, record, with_final_answer,

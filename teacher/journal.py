@@ -20,8 +20,8 @@ import json
 import threading
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import JsonError, append_jsonl, read_json, read_jsonl_numbered, write_json_atomic
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import JsonError, append_jsonl, read_json, read_jsonl_numbered, write_json_atomic
 
 from .backends import Reply
 

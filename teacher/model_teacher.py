@@ -10,9 +10,9 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from tmd_local import prompts
-from tmd_local.parsing import parse_subquestions
-from tmd_local.records import Question
+from tmd_local.core import prompts
+from tmd_local.core.parsing import parse_subquestions
+from tmd_local.core.records import Question
 
 from .backends import Reply, complete_safely
 from .journal import Journal, Key

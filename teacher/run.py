@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import write_json_atomic, write_text_atomic
-from tmd_local.prompts import PROMPT_VERSION
-from tmd_local.records import Question
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import write_json_atomic, write_text_atomic
+from tmd_local.core.prompts import PROMPT_VERSION
+from tmd_local.core.records import Question
 
 from .gold import gold_outcome
 from .journal import Journal, check_run_identity, record_run_identity

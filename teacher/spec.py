@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 KINDS = ("gold", "openai", "gguf")
 # What the gold teacher's Reasoner learns to write: the recorded ChatGPT rationale (the same text DRD

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from tmd_local.formats import TeacherRecord
-from tmd_local.parsing import parse_answer
-from tmd_local.prompts import PROMPT_VERSION
-from tmd_local.records import Question
-from tmd_local.roles import ROLES
+from tmd_local.core.formats import TeacherRecord
+from tmd_local.core.parsing import parse_answer
+from tmd_local.core.prompts import PROMPT_VERSION
+from tmd_local.core.records import Question
+from tmd_local.core.roles import ROLES
 
 MODULES = ROLES  # one training set per role
 WRONG, UNPARSEABLE, NO_GOLD = "wrong_answer", "answer_unparseable", "no_gold_answer"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tmd_local import paths
-from tmd_local.datasets import default_data_dir
-from tmd_local.errors import TmdError
-from tmd_local.registry import DEFAULT_MODEL, resolve_model
+from tmd_local.core import paths
+from tmd_local.core.datasets import default_data_dir
+from tmd_local.core.errors import TmdError
+from tmd_local.core.registry import DEFAULT_MODEL, resolve_model
 
 # A folder the sessions may share for what is slow to rebuild (the dequantized base, llama.cpp's
 # converters). Unset: both are built once per session in the temporary home.
@@ -119,7 +119,7 @@ def embedded_model():
 def hf_base(embedded_model) -> Path:
     """The embedded GGUF dequantized to a Hugging Face folder: built once per session in the
     temporary home (or once ever in $TMD_TEST_CACHE_DIR), where trainer and exporter look for it."""
-    from tmd_local.hf_base import ensure_hf_base
+    from tmd_local.core.hf_base import ensure_hf_base
 
     return ensure_hf_base(DEFAULT_MODEL)
 

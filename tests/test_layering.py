@@ -2,7 +2,7 @@
 
     app layer   tmd_local.cli (the `tmd` command group), tmd_local.__main__, tmd_local.tui, tmd_local.serve
     stages      teacher/, trainer/, exporter/
-    library     the rest of tmd_local (tmd_local.paths at the very bottom)
+    library     the rest of tmd_local (tmd_local.core.paths at the very bottom)
 
 Every import counts, at module level or inside a function: a late import is still a dependency.
 """
@@ -68,13 +68,14 @@ def violations(importers, forbidden) -> list[str]:
 
 
 LIBRARY = [m for m in modules_of("tmd_local") if not within(m, APP_LAYER)]
+LAYERS = ("tmd_local.core", "tmd_local.runtime", "tmd_local.evaluation", "tmd_local.terminal")  # bottom first
 
 
 def test_the_reader_sees_real_imports():
     # If parsing silently found nothing, every rule below would pass: check edges known to exist.
     assert {"teacher.cli", "trainer.cli", "exporter.cli"} <= GRAPH[COMMAND_GROUP]
-    assert "tmd_local.hf_base" in GRAPH["trainer.data"] and "tmd_local.hf_base" in GRAPH["exporter.export"]
-    assert "tmd_local.paths" in GRAPH["tmd_local.hf_base"]  # a relative import, resolved
+    assert "tmd_local.core.hf_base" in GRAPH["trainer.data"] and "tmd_local.core.hf_base" in GRAPH["exporter.export"]
+    assert "tmd_local.core.paths" in GRAPH["tmd_local.core.hf_base"]  # a relative import, resolved
     assert len(LIBRARY) > 20
 
 
@@ -103,7 +104,7 @@ def test_the_app_and_the_server_do_not_import_each_other():
 
 
 def test_paths_is_the_bottom_of_the_graph():
-    imports = imported_names(ROOT / "tmd_local" / "paths.py")
+    imports = imported_names(ROOT / "tmd_local" / "core" / "paths.py")
     assert {n.split(".")[0] for n in imports} <= set(sys.stdlib_module_names) | {"__future__"}
 
 
@@ -115,3 +116,14 @@ def test_the_command_group_imports_no_heavy_library():
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_every_library_module_sits_in_a_layer():
+    assert [m for m in LIBRARY if m != "tmd_local" and not within(m, LAYERS)] == []
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_layer_imports_only_the_layers_below_it(layer):
+    above = LAYERS[LAYERS.index(layer) + 1:]
+    assert violations(modules_of(layer), above + STAGES + APP_LAYER) == []
+

@@ -4,7 +4,7 @@ stage's command, imported from its package (teach, train, export, app, serve).
 Imports point down only: the stages' command modules import their options and consoles from
 tmd_local (cli_options, run_options, console), never this module. Every module imported here keeps
 torch, transformers, llama.cpp and Textual out of its top level, so `tmd --help` stays fast.
-Library errors (TmdError) become one line on stderr and exit status 1 (tmd_local/console.py)."""
+Library errors (TmdError) become one line on stderr and exit status 1 (tmd_local/terminal/console.py)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,21 @@ from exporter.cli import export
 from teacher.cli import teach
 from trainer.cli import train
 
-from .cli_options import TEMPERATURE, TEXT, count
-from .console import console, err_console, one_line_errors, say, warn
-from .display import markup_safe
-from .errors import TmdError
-from .paths import results_dir
-from .pipeline import SYSTEMS
-from .run_options import (build_runtime, build_settings, context_options, generation_options, model_option,
-                          runtime_options)
+from .core.display import markup_safe
+from .core.errors import TmdError
+from .core.paths import results_dir
+from .runtime.pipeline import SYSTEMS
 from .serve.cli import serve
+from .terminal.console import console, err_console, one_line_errors, say, warn
+from .terminal.options import TEMPERATURE, TEXT, count
+from .terminal.runtime_options import (
+    build_runtime,
+    build_settings,
+    context_options,
+    generation_options,
+    model_option,
+    runtime_options,
+)
 from .tui.cli import app
 
 
@@ -49,7 +55,7 @@ def cli():
 def ask(question, options, as_json, zero_shot, model, system, n_ctx, threads, temperature, seed, bundle, quant,
         max_memory, memory_budget, results_paths, keep_loaded):
     """Answer one QUESTION and show the whole trace."""
-    from .records import Question
+    from .core.records import Question
 
     q = Question("cli", parse_question_text(question), parse_option_flags(options))
     bundle = default_bundle(q, model, bundle, zero_shot, quiet=as_json)
@@ -61,15 +67,15 @@ def ask(question, options, as_json, zero_shot, model, system, n_ctx, threads, te
     if as_json:
         click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False))
     else:
-        from .render import trace_view
+        from .runtime.render import trace_view
         console.print(trace_view(trace))
 
 
 def default_bundle(q, model, bundle, zero_shot: bool, quiet: bool = False):
     """The shipped distilled OBQA students for a four-option question asked of the default model,
     unless a bundle or --zero-shot was given."""
-    from .registry import DEFAULT_MODEL
-    from .shipped import shipped_bundle, suits
+    from .core.registry import DEFAULT_MODEL
+    from .runtime.shipped import shipped_bundle, suits
 
     shipped = shipped_bundle()
     if bundle or zero_shot or model != DEFAULT_MODEL or shipped is None or not suits(q.options):
@@ -107,7 +113,7 @@ def parse_option_flags(options: tuple[str, ...]) -> dict[str, str]:
 
 
 def _run_with_status(system, questions, modules, settings, quiet=False, pool=None):
-    from .pipeline import Events, run
+    from .runtime.pipeline import Events, run
 
     class StatusEvents(Events):
         def __init__(self, status):
@@ -127,10 +133,10 @@ def _run_with_status(system, questions, modules, settings, quiet=False, pool=Non
 @one_line_errors
 def demo(model, system, n_ctx, threads, temperature, seed):
     """Answer a few built-in questions with the embedded model and show every stage."""
-    from .demo import DEMO_QUESTIONS
-    from .pipeline import ModuleSet
-    from .registry import resolve_model
-    from .render import trace_view
+    from .core.demo import DEMO_QUESTIONS
+    from .core.registry import resolve_model
+    from .runtime.pipeline import ModuleSet
+    from .runtime.render import trace_view
 
     ref = resolve_model(model)
     console.print(f"[b]tmd demo[/b]: {system.upper()} pipeline, every module = {markup_safe(ref.name)} "
@@ -155,10 +161,10 @@ def _demo_distilled(system, zero_shot, settings) -> None:
     with the accuracy measured for them and what produced it."""
     from rich.table import Table
 
-    from .bundle import load_bundle
-    from .demo import DEMO_QUESTIONS
-    from .render import trace_view
-    from .shipped import measured_lines, shipped_bundle, suits
+    from .core.demo import DEMO_QUESTIONS
+    from .runtime.bundle import load_bundle
+    from .runtime.render import trace_view
+    from .runtime.shipped import measured_lines, shipped_bundle, suits
 
     folder = shipped_bundle()
     if folder is None:
@@ -221,10 +227,10 @@ def _demo_cell(trace) -> str:
 def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir, strict, out, batch_size, model,
              n_ctx, threads, temperature, bundles, quant, max_memory, memory_budget, results_paths, keep_loaded):
     """Accuracy of systems on benchmark splits, with 95% confidence intervals."""
-    from .datasets import load_questions
-    from .evaluate import run_config
-    from .jsonl import check_output_file, write_json_atomic
-    from .render import summary_table
+    from .core.datasets import load_questions
+    from .core.jsonl import check_output_file, write_json_atomic
+    from .evaluation.evaluate import run_config
+    from .runtime.render import summary_table
 
     if seeds > 1 and temperature == 0:
         raise TmdError(f"--seeds {seeds}: greedy decoding (--temperature 0) gives the same answers for "
@@ -234,7 +240,7 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
     summary_path = out.with_suffix(".summary.json")
     check_output_file(out, "--out")  # before any model is loaded or question asked
     check_output_file(summary_path, "--out (its summary)")
-    from .results import read_results
+    from .core.results import read_results
 
     read_results(out, repair=True)  # a results file to resume, or refused now (another kind, damaged)
     runtimes = [build_runtime(model, bundle, quant, max_memory, keep_loaded,
@@ -279,8 +285,8 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
 @one_line_errors
 def report(results, out, results_docs, readme_docs, section, publish):
     """Markdown report (tables and plots) from one or more results JSONL files."""
-    from .jsonl import check_output_file, require_regular_file
-    from .report import check_request, default_out, write_report
+    from .core.jsonl import check_output_file, require_regular_file
+    from .evaluation.report import check_request, default_out, write_report
 
     out = default_out() if out is None else out
     docs = list(dict.fromkeys([*results_docs, *readme_docs]))
@@ -300,10 +306,16 @@ def report(results, out, results_docs, readme_docs, section, publish):
 
 
 def _evaluate_with_progress(questions, system, modules, settings, config, out, batch_size, pool=None):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    from .evaluate import evaluate
+    from .evaluation.evaluate import evaluate
 
     columns = [TextColumn("[b]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[accuracy]}"), TimeElapsedColumn(), TimeRemainingColumn()]
@@ -326,7 +338,7 @@ def _evaluate_with_progress(questions, system, modules, settings, config, out, b
 @cli.command()
 def models():
     """List the models tmd knows by name."""
-    from .registry import EMBEDDED, resolve_model
+    from .core.registry import EMBEDDED, resolve_model
 
     for name in EMBEDDED:
         try:

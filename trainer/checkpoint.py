@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import read_json, write_json_atomic
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import read_json, write_json_atomic
 
 from .data import Prepared
 

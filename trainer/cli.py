@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from tmd_local.cli_options import SEED, THREADS, Real, Whole, count
-from tmd_local.console import console, err_console, one_line_errors
-from tmd_local.roles import ROLES
+from tmd_local.terminal.options import SEED, THREADS, Real, Whole, count
+from tmd_local.terminal.console import console, err_console, one_line_errors
+from tmd_local.core.roles import ROLES
 
 MODULE_CHOICES = ROLES
 
@@ -86,8 +86,8 @@ def train(module, all_modules, data, base, out, epochs, max_steps, lr, batch_siz
           keep_checkpoints_after, precision, device, threads, nproc, low_memory, resume, fresh,
           no_progress):
     """LoRA fine-tuning of a student module on a teacher run (resumable; writes a peft adapter)."""
-    from tmd_local.errors import TmdError
-    from tmd_local.memory import reset_peak_rss
+    from tmd_local.core.errors import TmdError
+    from tmd_local.core.memory import reset_peak_rss
 
     from .config import TrainConfig
 

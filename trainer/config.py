@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from tmd_local.errors import TmdError
-from tmd_local.roles import ROLES
+from tmd_local.core.errors import TmdError
+from tmd_local.core.roles import ROLES
 
 MODULES = ROLES
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tmd_local.errors import TmdError
-from tmd_local.formats import TeacherRecord
-from tmd_local.hf_base import ensure_hf_base
-from tmd_local.prompts import PROMPT_VERSION, render_messages
-from tmd_local.registry import file_sha256
+from tmd_local.core.errors import TmdError
+from tmd_local.core.formats import TeacherRecord
+from tmd_local.core.hf_base import ensure_hf_base
+from tmd_local.core.prompts import PROMPT_VERSION, render_messages
+from tmd_local.core.registry import file_sha256
 
 from .config import TrainConfig
 
@@ -83,7 +83,7 @@ def load_records(path: Path, module: str) -> list[TeacherRecord]:
         raise TmdError(f"{path}: is a folder, expected the teacher run's {module}.jsonl")
     if not path.is_file():
         raise TmdError(f"{path}: no such file (expected the {module} training set written by `tmd teach`)")
-    from tmd_local.jsonl import read_jsonl_numbered, require_regular_file
+    from tmd_local.core.jsonl import read_jsonl_numbered, require_regular_file
 
     require_regular_file(path, "training set")
     records: list[TeacherRecord] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 from .config import TrainConfig
 from .distributed import Ranks, available_cores

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 # A rank waits this long for the others at a collective (rank 0 writing a checkpoint or the
 # outputs, a slow neighbour) before giving up.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 from .config import TrainConfig, default_target_modules
 

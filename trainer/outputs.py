@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from tmd_local import __version__ as TMD_VERSION
-from tmd_local.errors import TmdError
-from tmd_local.formats import AdapterMeta
-from tmd_local.jsonl import read_json, write_json_atomic
-from tmd_local.registry import file_sha256
+from tmd_local.core.errors import TmdError
+from tmd_local.core.formats import AdapterMeta
+from tmd_local.core.jsonl import read_json, write_json_atomic
+from tmd_local.core.registry import file_sha256
 
 from .checkpoint import LoopState, json_object
 from .config import TrainConfig

@@ -27,8 +27,8 @@ from typing import Callable
 
 import torch
 
-from tmd_local.errors import TmdError
-from tmd_local.memory import peak_rss_mb
+from tmd_local.core.errors import TmdError
+from tmd_local.core.memory import peak_rss_mb
 
 from .checkpoint import Checkpoints, LoopState, checkpoint_to_resume
 from .config import TrainConfig
@@ -243,7 +243,7 @@ def train(cfg: TrainConfig, *, resume: bool | None = None, fresh: bool = False, 
 def train_rank(rank: int, world: int, rendezvous: str, cfg: TrainConfig, resume: bool | None,
                fresh: bool) -> None:
     """One rank of `tmd train --nproc N` (trainer.distributed.launch starts it in a fresh process)."""
-    from tmd_local.console import err_console
+    from tmd_local.terminal.console import err_console
 
     from .distributed import init, shutdown
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it, also when a test loads this file
 from common import EMBEDDED, finish, new_parser, parse, ratio, settings_from, start_figures, yes  # noqa: E402
-from tmd_local.pipeline import ModuleSet, run  # noqa: E402
-from tmd_local.registry import resolve_model  # noqa: E402
-from tmd_local.pool import ModulePool  # noqa: E402
+from tmd_local.runtime.pipeline import ModuleSet, run  # noqa: E402
+from tmd_local.core.registry import resolve_model  # noqa: E402
+from tmd_local.runtime.pool import ModulePool  # noqa: E402
 
 
 MODES = ("stage_batched", "per_question")
@@ -27,7 +27,7 @@ MODES = ("stage_batched", "per_question")
 def batching(args) -> dict:
     """Stage-batched vs per-question over the same questions, interleaved chunk by chunk (batch =
     chunk) with alternating order, so a change in the machine's load hits both modes alike."""
-    from tmd_local.datasets import load_questions
+    from tmd_local.core.datasets import load_questions
 
     questions, report = load_questions("strategyqa", "test", limit=args.questions, hub=False)
     modules = ModuleSet.single(resolve_model(EMBEDDED))

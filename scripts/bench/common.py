@@ -49,7 +49,7 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 def settings_from(args):
     """GenerationSettings from the command line (imported here: training_precision.py needs none)."""
-    from tmd_local.generation import GenerationSettings
+    from tmd_local.runtime.generation import GenerationSettings
 
     settings = GenerationSettings(n_ctx=args.n_ctx)
     if args.threads:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it, also when a test loads this file
 from common import EMBEDDED, finish, new_parser, parse, ratio, settings_from, start_figures, yes  # noqa: E402
-from tmd_local.pipeline import Events, ModuleSet, run  # noqa: E402
-from tmd_local.registry import ModelRef, resolve_model  # noqa: E402
-from tmd_local.generation import Generation, GenerationSettings  # noqa: E402
-from tmd_local.pool import ModulePool  # noqa: E402
+from tmd_local.runtime.pipeline import Events, ModuleSet, run  # noqa: E402
+from tmd_local.core.registry import ModelRef, resolve_model  # noqa: E402
+from tmd_local.runtime.generation import Generation, GenerationSettings  # noqa: E402
+from tmd_local.runtime.pool import ModulePool  # noqa: E402
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _side(records, wall: float, loads: int, load_seconds: float) -> dict:
 
 
 def generation(args) -> dict:
-    from tmd_local.datasets import load_questions
+    from tmd_local.core.datasets import load_questions
 
     questions, report = load_questions("strategyqa", "test", limit=args.gen_questions, hub=False)
     model = resolve_model(EMBEDDED)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it, also when a test loads this file
 from common import EMBEDDED, finish, new_parser, parse, ratio, settings_from, start_figures, yes  # noqa: E402
-from tmd_local.pipeline import ModuleSet, run  # noqa: E402
-from tmd_local.registry import resolve_model  # noqa: E402
-from tmd_local.pool import ModulePool  # noqa: E402
+from tmd_local.runtime.pipeline import ModuleSet, run  # noqa: E402
+from tmd_local.core.registry import resolve_model  # noqa: E402
+from tmd_local.runtime.pool import ModulePool  # noqa: E402
 
 
 # --- 5. prefix cache: a resident module evaluates the shared start of its prompts once ---------
@@ -26,7 +26,7 @@ from tmd_local.pool import ModulePool  # noqa: E402
 def prefix_cache(args) -> dict:
     """TMD and DRD over the same questions, stage-batched (each module resident for all of them),
     with and without the KV cache kept between prompts; alternating which goes first."""
-    from tmd_local.datasets import load_questions
+    from tmd_local.core.datasets import load_questions
 
     questions, report = load_questions("strategyqa", "test", limit=args.prefix_questions, hub=False)
     modules = ModuleSet.single(resolve_model(EMBEDDED))

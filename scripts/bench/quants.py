@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it, also when a test loads this file
 from common import EMBEDDED, finish, new_parser, parse, ratio, settings_from, start_figures  # noqa: E402
-from tmd_local.registry import ModelRef  # noqa: E402
-from tmd_local.runner import LoadedModule  # noqa: E402
+from tmd_local.core.registry import ModelRef  # noqa: E402
+from tmd_local.runtime.runner import LoadedModule  # noqa: E402
 
 
 # --- 7. generation speed per quantization of the same model -----------------------------------
@@ -32,8 +32,8 @@ def quant_speed(args, tmp: Path) -> dict:
     questions, prompt and generation timed apart."""
     from exporter.quant import quantize
     from exporter.vendor import ensure_converter
-    from tmd_local.datasets import load_questions
-    from tmd_local.hf_base import ensure_hf_base
+    from tmd_local.core.datasets import load_questions
+    from tmd_local.core.hf_base import ensure_hf_base
 
     base_dir = ensure_hf_base(EMBEDDED)
     files = {"f16": tmp / "bench.f16.gguf"}
@@ -59,7 +59,7 @@ def quant_speed(args, tmp: Path) -> dict:
 
 def _time_quant(path: Path, quant: str, questions, args, total: list) -> None:
     """DRD answers from one quantized file: time to the first token (the prompt) apart from the rest."""
-    from tmd_local import prompts
+    from tmd_local.core import prompts
 
     module = LoadedModule(ModelRef(path, f"bench {quant}"), settings_from(args))
     try:

@@ -5,10 +5,10 @@
 a) Peak RSS of one TMD question with one module resident at a time vs all three kept loaded (three
    distinct GGUF files: copies of the embedded model, so three modules really take memory), each in
    a fresh subprocess so its peak RSS is its own; also re-measures the fixed overhead behind
-   tmd_local.memory's estimate (printed beside each stage's peak).
+   tmd_local.core.memory's estimate (printed beside each stage's peak).
 b) Module switch time: close + reload (a merged module, and base + LoRA adapter) vs swapping a LoRA
    adapter on the resident base (llama_set_adapters_lora). The adapters are small synthetic LoRAs
-   for the embedded model (tmd_local/lora_gguf.py) until `tmd export` produces real ones.
+   for the embedded model (tmd_local/core/lora_gguf.py) until `tmd export` produces real ones.
 Load average is printed with the figures: on shared cores, wall times say as much about the
 neighbours as about tmd.
 """
@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it,
 from common import (  # noqa: E402
     EMBEDDED, child_command, finish, new_parser, parse, print_child, ratio, run_child, settings_from,
     start_figures)
-from tmd_local.memory import peak_rss_mb, rss_mb  # noqa: E402
-from tmd_local.pipeline import ModuleSet, run  # noqa: E402
-from tmd_local.registry import ModelRef, resolve_model  # noqa: E402
-from tmd_local.roles import TMD_ROLES  # noqa: E402
-from tmd_local.generation import ModuleRef  # noqa: E402
-from tmd_local.pool import ModulePool  # noqa: E402
+from tmd_local.core.memory import peak_rss_mb, rss_mb  # noqa: E402
+from tmd_local.runtime.pipeline import ModuleSet, run  # noqa: E402
+from tmd_local.core.registry import ModelRef, resolve_model  # noqa: E402
+from tmd_local.core.roles import TMD_ROLES  # noqa: E402
+from tmd_local.runtime.generation import ModuleRef  # noqa: E402
+from tmd_local.runtime.pool import ModulePool  # noqa: E402
 
 
 QUESTION_ID = "demo-plants"  # greedy decoding decomposes it, so all three modules run
@@ -42,7 +42,7 @@ QUESTION_ID = "demo-plants"  # greedy decoding decomposes it, so all three modul
 
 def part_residency(args) -> dict:
     """(subprocess) One TMD question over three module files; peak RSS of this whole process."""
-    from tmd_local.demo import DEMO_QUESTIONS
+    from tmd_local.core.demo import DEMO_QUESTIONS
 
     files = [Path(p) for p in args.files]
     refs = [ModelRef(p, p.stem) for p in files]
@@ -76,7 +76,7 @@ def residency(args, tmp: Path) -> dict:
 # --- 2b. switch time ---------------------------------------------------------------------------
 
 def switch_times(args, tmp: Path) -> dict:
-    from tmd_local.lora_gguf import write_lora
+    from tmd_local.core.lora_gguf import write_lora
 
     model = resolve_model(EMBEDDED)
     settings = settings_from(args)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it, also when a test loads this file
 from common import EMBEDDED, finish, new_parser, parse, ratio, settings_from, start_figures, yes  # noqa: E402
-from tmd_local.registry import resolve_model  # noqa: E402
-from tmd_local.runner import LoadedModule  # noqa: E402
+from tmd_local.core.registry import resolve_model  # noqa: E402
+from tmd_local.runtime.runner import LoadedModule  # noqa: E402
 
 
 # --- 6. thread settings: 3 evaluations sharing the cores ----------------------------------------
@@ -45,8 +45,8 @@ def thread_settings(args, tmp: Path) -> dict:
     settings (OpenMP's default spinning wait, one prompt thread per core) vs tmd's (sleeping wait,
     prompt threads = generation threads). Raw llama-cpp-python children, so that nothing tmd
     imports sets the wait policy for the old side."""
-    from tmd_local import prompts
-    from tmd_local.datasets import load_questions
+    from tmd_local.core import prompts
+    from tmd_local.core.datasets import load_questions
 
     questions, _ = load_questions("strategyqa", "test", limit=args.thread_questions, hub=False)
     model = resolve_model(EMBEDDED)

@@ -71,7 +71,7 @@ def parse_args():
 # --- one run (a subprocess) ------------------------------------------------------------------
 
 def child(spec: dict) -> dict:
-    from tmd_local.memory import peak_rss_mb
+    from tmd_local.core.memory import peak_rss_mb
     from trainer.config import TrainConfig
 
     precision, chunked, ac = VARIANTS[spec["variant"]]
@@ -167,7 +167,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    from tmd_local.hf_base import ensure_hf_base
+    from tmd_local.core.hf_base import ensure_hf_base
 
     ensure_hf_base(args.base)  # dequantized once here, not inside the first timed run
     units = bf16_units()

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside it,
 from common import (  # noqa: E402
     EMBEDDED, child_command, child_figures, finish, gold_teacher_data, new_parser, parse, print_child,
     ratio, run_child, run_quiet, start_figures, yes)
-from tmd_local.memory import peak_rss_mb  # noqa: E402
-from tmd_local.roles import ROLES  # noqa: E402
+from tmd_local.core.memory import peak_rss_mb  # noqa: E402
+from tmd_local.core.roles import ROLES  # noqa: E402
 
 
 # --- 4. training speed: dynamic padding vs pad-to-max, LM head on targets vs everywhere ---------
@@ -39,7 +39,7 @@ TRAIN_KEYS = ("steps", "tokens_trained", "token_slots", "padded_token_ratio", "t
 
 def part_training(args) -> dict:
     """(subprocess) A few LoRA steps of one module through the trainer's Python API."""
-    from tmd_local.memory import reset_peak_rss
+    from tmd_local.core.memory import reset_peak_rss
     from trainer.config import TrainConfig
     from trainer.train import train
 
@@ -101,7 +101,7 @@ def _parallel_trainings(args, teacher: Path, tmp: Path, jobs: int = 2) -> dict:
 
 
 def _ensure_base() -> None:
-    run_quiet([sys.executable, "-c", f"from tmd_local.hf_base import ensure_hf_base; ensure_hf_base({EMBEDDED!r})"])
+    run_quiet([sys.executable, "-c", f"from tmd_local.core.hf_base import ensure_hf_base; ensure_hf_base({EMBEDDED!r})"])
 
 
 # --- printing ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from tmd_local.hf_base import ensure_hf_base
+from tmd_local.core.hf_base import ensure_hf_base
 from trainer.data import encode, render_prompt
 
 

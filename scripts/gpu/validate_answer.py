@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import left_padded, load, prompt_ids  # noqa: E402
 
-from tmd_local.prompts import drd_messages  # noqa: E402
-from tmd_local.records import Question  # noqa: E402
+from tmd_local.core.prompts import drd_messages  # noqa: E402
+from tmd_local.core.records import Question  # noqa: E402
 
 CUE = "\nFinal Answer:"
 

@@ -6,7 +6,7 @@ import json
 import struct
 from pathlib import Path
 
-from tmd_local.formats import AdapterMeta
+from tmd_local.core.formats import AdapterMeta
 
 # --- adapter folders without torch (for the input checks) -------------------------------------
 

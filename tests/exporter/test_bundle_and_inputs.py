@@ -12,9 +12,9 @@ import pytest
 
 from exporter import bundle as B
 from exporter.adapters import check_adapter_mode, check_against_base, discover
-from tmd_local.errors import TmdError
-from tmd_local.formats import BUNDLE_FORMAT
-from tmd_local.quants import parse_quant_list
+from tmd_local.core.errors import TmdError
+from tmd_local.core.formats import BUNDLE_FORMAT
+from tmd_local.core.quants import parse_quant_list
 
 from exporter_helpers import write_fake_adapter, write_fake_base
 

@@ -14,7 +14,7 @@ def test_real_base_with_lora(hf_base, converter, tmp_path):
     from llama_cpp import Llama
 
     from exporter.devtools import make_random_lora
-    from tmd_local.gguf_file import read_gguf_info
+    from tmd_local.core.gguf_file import read_gguf_info
 
     adapters = tmp_path / "run" / "adapters"
     make_random_lora(hf_base, adapters / "analyzer", "analyzer", base_name="smollm2-135m-instruct",

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from exporter import bundle as B
 from exporter.export import ExportOptions, Reporter, export
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 QUANTS = ["f16", "q8_0", "q4_k_m"]
 
@@ -78,7 +78,7 @@ def test_gguf_metadata_and_real_bits_per_weight(tiny_bundle, tiny_base):
     import gguf
     from transformers import AutoTokenizer
 
-    from tmd_local.gguf_file import read_gguf_header
+    from tmd_local.core.gguf_file import read_gguf_header
 
     out, result, _ = tiny_bundle
     tok = AutoTokenizer.from_pretrained(str(tiny_base))
@@ -289,9 +289,9 @@ def test_eval_mixes_then_memory_budget_picks_from_the_measured_results(tiny_bund
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert [r["config"]["models"]["analyzer"]["file_type"] for r in lines] == ["f16", "f16", "q4_k_m", "q4_k_m"]
 
-    from tmd_local.bundle import load_bundle
-    from tmd_local.quantmix import measured_mixes, pick_quant
-    from tmd_local.rows import load_results
+    from tmd_local.runtime.bundle import load_bundle
+    from tmd_local.evaluation.quantmix import measured_mixes, pick_quant
+    from tmd_local.evaluation.rows import load_results
 
     measured = measured_mixes(load_bundle(out), load_results([results]), "tmd")
     assert sorted(m.quant_text for m in measured) == ["f16", "f16,analyzer=q4_k_m"]

@@ -56,7 +56,7 @@ def test_train_export_run(family, reference_tokenizers, tmp_path, monkeypatch):
     from exporter.devtools import make_tiny_model
     from exporter.ollama import ollama_values, parse_modelfile, read_chat_tokens, sample_conversations
     from exporter.gotemplate import render_go
-    from tmd_local.prompts import render_messages
+    from tmd_local.core.prompts import render_messages
 
     monkeypatch.chdir(tmp_path)
     arch, tokenizer, end_of_turn = FAMILIES[family]
@@ -108,7 +108,7 @@ def test_phi3_tokenizer_tokenizes_like_llama_cpp(converter, reference_tokenizers
 
     from exporter.vendor import reference_file
     from exporter.verify import teacher_forced_texts
-    from tmd_local.prompts import render_messages
+    from tmd_local.core.prompts import render_messages
 
     tokenizer = AutoTokenizer.from_pretrained(str(reference_tokenizers("phi-3")))
     vocab = reference_file("models/ggml-vocab-phi-3.gguf")

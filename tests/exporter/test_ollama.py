@@ -1,5 +1,5 @@
 """Ollama Modelfiles: the Go TEMPLATE derived from each family's chat template renders every tmd
-prompt exactly as tmd_local.prompts.render_messages does; `tmd export --ollama` writes them."""
+prompt exactly as tmd_local.core.prompts.render_messages does; `tmd export --ollama` writes them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from exporter.gotemplate import render_go
 from exporter.ollama import (ChatTokens, check_template, derive_format, ollama_values, parse_modelfile,
                              read_chat_tokens, sample_conversations)
-from tmd_local.errors import TmdError
-from tmd_local.prompts import render_messages
+from tmd_local.core.errors import TmdError
+from tmd_local.core.prompts import render_messages
 
 # Chat templates llama.cpp ships for its tests (from the same sdist as its converter), with each
 # model's BOS/EOS text and whether its tokenizer adds BOS by itself.

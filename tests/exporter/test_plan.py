@@ -80,7 +80,7 @@ def test_space_grows_with_what_the_plan_writes(mode):
 
 def test_bad_mode_is_one_line():
     from exporter.export import parse_mode
-    from tmd_local.errors import TmdError
+    from tmd_local.core.errors import TmdError
 
     with pytest.raises(TmdError, match=r"^--mode merge: expected merged, adapter or both$"):
         parse_mode("merge")

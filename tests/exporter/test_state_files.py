@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.state import STATE_DIR, ExportState
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 GOOD_RECORD = {"fingerprint": "f" * 64, "size": 10, "sha256": "a" * 64, "seconds": 1.0, "file_type": "Q8_0",
                "bits_per_weight": 8.5, "tensor_types": {"Q8_0": 3}, "chat_template_sha256": None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tmd_local.formats import AdapterMeta
+from tmd_local.core.formats import AdapterMeta
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainer"
 
@@ -18,9 +18,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainer"
 def test_a_trained_adapter_exports_and_its_bundle_names_how_it_was_trained(tiny_base, converter, tmp_path):
     from exporter.bundle import read_manifest
     from exporter.export import ExportOptions, export
-    from tmd_local.evaluate import run_config
-    from tmd_local.generation import GenerationSettings
-    from tmd_local.prompts import PROMPT_VERSION
+    from tmd_local.evaluation.evaluate import run_config
+    from tmd_local.runtime.generation import GenerationSettings
+    from tmd_local.core.prompts import PROMPT_VERSION
     from trainer.config import TrainConfig
     from trainer.train import train
 

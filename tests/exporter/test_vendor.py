@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter import vendor
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 VERSION = "9.9.9"
 

@@ -41,7 +41,7 @@ QUESTION = {"id": "q0", "question": "Is the sun a star?", "options": {"A": "yes"
 
 
 def result_record(i: int = 0, **changes) -> dict:
-    """A minimal valid results line (docs/FORMATS.md §6), as tests/local/test_report_learning.py uses."""
+    """A minimal valid results line (docs/FORMATS.md §6), as tests/evaluation/test_report_learning.py uses."""
     config = {"system": "drd", "dataset": "strategyqa", "split": "test", "teacher": "gold",
               "models": {"drd": {"name": "m/drd", "file_type": "q8_0", "sha256": "s" * 64, "params": 1000}},
               "settings": {"n_ctx": 2048, "temperature": 0.0, "seed": 0}, "prompt_version": "v"}

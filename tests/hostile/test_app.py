@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-from tmd_local.bundle import open_source
-from tmd_local.records import Question
+from tmd_local.runtime.bundle import open_source
+from tmd_local.core.records import Question
 from tmd_local.tui.app import TmdApp
 from tmd_local.tui.session import RunRecord
 from tmd_local.tui.widgets import HistoryList, RunSettings, TraceColumn

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hostile_helpers import QUESTION, invoke, one_line_error, write_jsonl
-from tmd_local import evaluate as evaluate_mod
-from tmd_local.datasets import load_questions
-from tmd_local.errors import TmdError
+from tmd_local.evaluation import evaluate as evaluate_mod
+from tmd_local.core.datasets import load_questions
+from tmd_local.core.errors import TmdError
 
 SQA = {"qid": "s0", "question": "Is the sun a star?", "answer": True, "decomposition": ["What is the sun?"],
        "facts": ["The sun is a star."]}
@@ -72,8 +72,8 @@ def test_teach_writes_a_repeated_question_once(tmp_path):
 
 def _evaluate(tmp_path, questions):
     """DRD through evaluate() on the fake module, every reasoning answering A."""
-    from tmd_local.fake import FakeLoader
-    from tmd_local.generation import GenerationSettings
+    from tmd_local.runtime.fake import FakeLoader
+    from tmd_local.runtime.generation import GenerationSettings
 
     loader = FakeLoader(lambda prompt: "r\nFinal Answer: A",
                         option_probs=lambda reasoning, letters: {x: 0.9 if x == "A" else 0.1 for x in letters})
@@ -91,7 +91,7 @@ def test_identical_repeats_are_counted_once(tmp_path):
 
 
 def test_duplicate_ids_never_reach_the_summary(tmp_path):
-    from tmd_local.records import Question
+    from tmd_local.core.records import Question
 
     q = Question("same", "Q?", {"A": "y", "B": "n"}, "A")
     with pytest.raises(TmdError, match="more than once"):
@@ -100,7 +100,7 @@ def test_duplicate_ids_never_reach_the_summary(tmp_path):
 
 @given(st.lists(st.sampled_from(["A", "B", None]), min_size=1, max_size=8))
 def test_questions_without_gold_are_unscored_not_wrong(tmp_path_factory, golds):
-    from tmd_local.records import Question
+    from tmd_local.core.records import Question
 
     tmp = tmp_path_factory.mktemp("u")
     questions = [Question(f"q{i}", "Q?", {"A": "y", "B": "n"}, gold) for i, gold in enumerate(golds)]
@@ -115,7 +115,7 @@ def test_unscored_questions_are_said_out_loud(tmp_path):
     path = write_jsonl(tmp_path / "q.jsonl", [{**QUESTION, "answer": None}])
     questions, report = load_questions("obqa", "test", path=path, hub=False)
     assert report.unscored == 1 and "no gold answer" in " ".join(report.warnings())
-    from tmd_local.render import summary_table
+    from tmd_local.runtime.render import summary_table
     from rich.console import Console
     import io
 

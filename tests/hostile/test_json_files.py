@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hostile_helpers import QUESTION, invoke, one_line_error, result_record, write_jsonl
-from tmd_local.bundle import load_bundle
-from tmd_local.datasets import load_questions
-from tmd_local.errors import TmdError
-from tmd_local.jsonl import MAX_DEPTH, JsonError, append_jsonl, parse_json, read_jsonl
-from tmd_local.rows import load_results
+from tmd_local.runtime.bundle import load_bundle
+from tmd_local.core.datasets import load_questions
+from tmd_local.core.errors import TmdError
+from tmd_local.core.jsonl import MAX_DEPTH, JsonError, append_jsonl, parse_json, read_jsonl
+from tmd_local.evaluation.rows import load_results
 
 EDGE_CASES = [
     ("[" * 100_000, "nested more than"),

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hostile_helpers import finishes_within, invoke, one_line_error
-from tmd_local.bundle import load_bundle, open_source
-from tmd_local.errors import TmdError
-from tmd_local.gguf_file import read_gguf_header, read_gguf_info
-from tmd_local.integrity import verify_files
-from tmd_local.registry import resolve_model
+from tmd_local.runtime.bundle import load_bundle, open_source
+from tmd_local.core.errors import TmdError
+from tmd_local.core.gguf_file import read_gguf_header, read_gguf_info
+from tmd_local.runtime.integrity import verify_files
+from tmd_local.core.registry import resolve_model
 
 HUGE = [2**62, 2**63 - 1, 2**64 - 1, 2**32, 10**12]
 

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from hostile_helpers import MISSING_MODEL, invoke, one_line_error
 
 INT, REAL = "int", "real"
-# (kind, low, high, low_open) per flag: the ranges tmd documents (tmd_local/cli_options.py).
+# (kind, low, high, low_open) per flag: the ranges tmd documents (tmd_local/terminal/options.py).
 RANGES = {
     "--threads": (INT, 1, 512, False), "--n-ctx": (INT, 64, 32768, False),
     "--temperature": (REAL, 0, 2, False), "--seed": (INT, 0, 2**32 - 1, False),
@@ -42,7 +42,7 @@ OPTIONS = {
     "teach": ["--limit", "--concurrency", "--timeout", "--retries", "--backoff", "--max-tokens",
               "--temperature", "--n-ctx", "--threads"],
     "app": ["--n-ctx", "--threads", "--max-tokens"],
-    "serve": ["--n-ctx", "--threads", "--seed"],  # declared once with ask's (tmd_local/run_options.py)
+    "serve": ["--n-ctx", "--threads", "--seed"],  # declared once with ask's (tmd_local/terminal/runtime_options.py)
     "export": ["--threads", "--min-agreement"],
 }
 PAIRS = [(command, flag) for command, flags in OPTIONS.items() for flag in flags]

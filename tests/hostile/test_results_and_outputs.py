@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hostile_helpers import QUESTION, invoke, one_line_error, result_record, write_jsonl
-from tmd_local.errors import TmdError
-from tmd_local.rows import fold_seeds, load_results
+from tmd_local.core.errors import TmdError
+from tmd_local.evaluation.rows import fold_seeds, load_results
 
 # --- category 4: output paths ---------------------------------------------------------------------
 
@@ -140,14 +140,14 @@ def test_correct_no_is_never_counted_right(tmp_path):
 
 
 def test_memory_budget_reads_through_the_same_checks(tmp_path, embedded_model):
-    from tmd_local.quantmix import pick_quant
+    from tmd_local.evaluation.quantmix import pick_quant
 
     folder = tmp_path / "b"
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"format": "tmd-bundle/1", "base": "smollm2-135m-instruct",
                                                       "modules": {r: {"mode": "base"} for r in
                                                                   ("analyzer", "informant", "reasoner", "drd")}}))
-    from tmd_local.bundle import load_bundle
+    from tmd_local.runtime.bundle import load_bundle
 
     path = write_jsonl(tmp_path / "r.jsonl", [result_record(0, stages=[])])
     with pytest.raises(TmdError, match=r"r\.jsonl:1: field 'stages'"):

@@ -15,8 +15,8 @@ from hostile_helpers import QUESTION, finishes_within, invoke, one_line_error, w
 from teacher.backends import OpenAIBackend, Reply
 from teacher.journal import JOURNAL_NAME, RUN_NAME, Journal
 from teacher.run import Progress, RunConfig, run_model
-from tmd_local.datasets import load_questions
-from tmd_local.errors import TmdError
+from tmd_local.core.datasets import load_questions
+from tmd_local.core.errors import TmdError
 
 ANSWERS = {"break down": "1. What is the sun?", "Relevant Knowledge": "The sun is a star."}
 

@@ -9,10 +9,10 @@ from hypothesis import given, strategies as st
 from rich.console import Console
 
 from hostile_helpers import MISSING_MODEL, invoke, one_line_error
-from tmd_local.display import markup_safe, visible
-from tmd_local.pipeline import StageRecord, Trace
-from tmd_local.records import Question
-from tmd_local.render import summary_table, trace_view
+from tmd_local.core.display import markup_safe, visible
+from tmd_local.runtime.pipeline import StageRecord, Trace
+from tmd_local.core.records import Question
+from tmd_local.runtime.render import summary_table, trace_view
 
 MARKUP = st.sampled_from(["[/x]", "[red]B", "[/]", "[bold", "\\[x]", "x\\", "[link=x]y[/link]", "[@click]",
                           "\x1b[31mred", "\x1b]0;title\x07", "\x1b[2J", "\r\x08\x7f", "\ud800", "\u2028"])

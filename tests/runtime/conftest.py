@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tmd_local.lora_gguf import write_lora
+from tmd_local.core.lora_gguf import write_lora
 from runtime_helpers import ROLES, file_entry, small_settings, write_manifest
-from tmd_local.generation import GenerationSettings
+from tmd_local.runtime.generation import GenerationSettings
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from tmd_local.generation import GenerationSettings
-from tmd_local.registry import file_sha256
-from tmd_local.roles import ROLES  # noqa: F401 - the runtime tests import it from here
+from tmd_local.runtime.generation import GenerationSettings
+from tmd_local.core.registry import file_sha256
+from tmd_local.core.roles import ROLES  # noqa: F401 - the runtime tests import it from here
 
 
 def llama_threads() -> int:

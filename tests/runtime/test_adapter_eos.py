@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 from runtime_helpers import ROLES, small_settings, write_manifest
-from tmd_local.bundle import load_bundle
-from tmd_local.errors import TmdError
-from tmd_local.pool import ModulePool
-from tmd_local.runner import LoadedModule
+from tmd_local.runtime.bundle import load_bundle
+from tmd_local.core.errors import TmdError
+from tmd_local.runtime.pool import ModulePool
+from tmd_local.runtime.runner import LoadedModule
 
 IM_START = 1  # SmolLM2's <|im_start|>; its EOS is <|im_end|> = 2
 
@@ -18,7 +18,7 @@ IM_START = 1  # SmolLM2's <|im_start|>; its EOS is <|im_end|> = 2
 def adapter_bundle(folder, lora, embedded_model, eos=None, base_sha256=None):
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lora, folder / "m.lora.gguf")
-    from tmd_local.registry import file_sha256
+    from tmd_local.core.registry import file_sha256
     adapter = {"file": "m.lora.gguf", "sha256": file_sha256(folder / "m.lora.gguf")}
     if eos is not None:
         adapter["eos_token_id"] = eos

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from runtime_helpers import ROLES, file_entry, write_manifest
-from tmd_local.bundle import QuantChoice, load_bundle, open_source, zero_shot_bundle
-from tmd_local.errors import TmdError
-from tmd_local.generation import ModuleRef
+from tmd_local.runtime.bundle import QuantChoice, load_bundle, open_source, zero_shot_bundle
+from tmd_local.core.errors import TmdError
+from tmd_local.runtime.generation import ModuleRef
 
 
 def test_merged_bundle_gives_a_module_per_role(linked_bundle, embedded_model):
@@ -213,9 +213,9 @@ def test_reads_what_the_exporter_writes(tmp_path, embedded_model, loras):
 
 
 def test_a_bundle_trained_on_other_prompts_warns_once_and_labels_its_results(tmp_path, embedded_model):
-    from tmd_local.evaluate import run_config
-    from tmd_local.generation import GenerationSettings
-    from tmd_local.prompts import PROMPT_VERSION
+    from tmd_local.evaluation.evaluate import run_config
+    from tmd_local.runtime.generation import GenerationSettings
+    from tmd_local.core.prompts import PROMPT_VERSION
 
     folder = tmp_path / "old"
     folder.mkdir()

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from runtime_helpers import file_entry, small_settings, write_manifest
-from tmd_local.bundle import load_bundle
-from tmd_local.errors import TmdError
-from tmd_local.pool import ModulePool
+from tmd_local.runtime.bundle import load_bundle
+from tmd_local.core.errors import TmdError
+from tmd_local.runtime.pool import ModulePool
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ traces as question-by-question, events arrive in order, and a stop between stage
 import pytest
 
 from runtime_helpers import small_settings
-from tmd_local.demo import DEMO_QUESTIONS
-from tmd_local.generation import Cancelled, ModuleRef
-from tmd_local.pipeline import Events, ModuleSet, run
-from tmd_local.pool import ModulePool
+from tmd_local.core.demo import DEMO_QUESTIONS
+from tmd_local.runtime.generation import Cancelled, ModuleRef
+from tmd_local.runtime.pipeline import Events, ModuleSet, run
+from tmd_local.runtime.pool import ModulePool
 
 pytestmark = pytest.mark.slow
 TIMING = ("seconds", "load_seconds", "peak_rss_mb", "tokens_per_second", "loaded_by")

@@ -6,12 +6,12 @@ import dataclasses
 import pytest
 
 from runtime_helpers import small_settings
-from tmd_local.errors import TmdError
-from tmd_local.generation import Cancelled, ModuleRef
-from tmd_local.memory import MemoryBudget, estimate_footprint, rss_mb
-from tmd_local.pool import ModulePool
-from tmd_local.registry import ModelRef
-from tmd_local.runner import LoadedModule
+from tmd_local.core.errors import TmdError
+from tmd_local.runtime.generation import Cancelled, ModuleRef
+from tmd_local.core.memory import MemoryBudget, estimate_footprint, rss_mb
+from tmd_local.runtime.pool import ModulePool
+from tmd_local.core.registry import ModelRef
+from tmd_local.runtime.runner import LoadedModule
 
 pytestmark = pytest.mark.slow
 HELLO = [{"role": "user", "content": "Name one colour."}]

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from runtime_helpers import ROLES, file_entry, write_manifest
-from tmd_local.bundle import load_bundle
+from tmd_local.runtime.bundle import load_bundle
 from tmd_local.cli import cli
-from tmd_local.errors import TmdError
-from tmd_local.quantmix import pick_quant
+from tmd_local.core.errors import TmdError
+from tmd_local.evaluation.quantmix import pick_quant
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 
@@ -146,7 +146,7 @@ def test_cli_says_in_one_line_that_the_bundle_was_trained_on_other_prompts(bundl
 
 
 def test_report_shows_each_mix_and_the_per_module_sensitivity(tmp_path, bundle_dir):
-    from tmd_local.report import write_report
+    from tmd_local.evaluation.report import write_report
 
     results = tmp_path / "r.jsonl"
     write_results(results, bundle_dir, "tmd", tmd_mix("f16"), correct=60, n=100, peak_mb=420)

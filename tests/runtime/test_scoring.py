@@ -7,10 +7,10 @@ import os
 import pytest
 
 from runtime_helpers import small_settings
-from tmd_local.demo import DEMO_QUESTIONS
-from tmd_local.pipeline import ModuleSet, run
-from tmd_local.pool import ModulePool
-from tmd_local.runner import ANSWER_CUE, LoadedModule
+from tmd_local.core.demo import DEMO_QUESTIONS
+from tmd_local.runtime.pipeline import ModuleSet, run
+from tmd_local.runtime.pool import ModulePool
+from tmd_local.runtime.runner import ANSWER_CUE, LoadedModule
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def test_scoring_reuses_the_kv_cache_of_prompt_and_reasoning(embedded_model):
     original = module._llm.eval
     module._llm.eval = lambda tokens: (evaluated.append(len(tokens)), original(tokens))[1]
     try:
-        from tmd_local import prompts
+        from tmd_local.core import prompts
 
         gen = module.generate(prompts.drd_messages(q), 40)
         evaluated.clear()
@@ -54,7 +54,7 @@ def test_scoring_reuses_the_kv_cache_of_prompt_and_reasoning(embedded_model):
 def test_answer_before_reasoning_reads_the_cached_prompt_only(embedded_model):
     """The diagnostic answer (right after the prompt, no reasoning) evaluates only the cue after the
     reasoning's scoring, equals a from-scratch pass, and lands in the trace's raw record."""
-    from tmd_local import prompts
+    from tmd_local.core import prompts
 
     q = DEMO_QUESTIONS[2]
     module = LoadedModule(embedded_model, small_settings(drd=40))
@@ -110,8 +110,8 @@ def test_a_base_model_without_chat_template_runs_mc_and_refuses_prompts(embedded
     import subprocess
     import sys
 
-    from tmd_local.errors import TmdError
-    from tmd_local.generation import ModuleRef
+    from tmd_local.core.errors import TmdError
+    from tmd_local.runtime.generation import ModuleRef
 
     plain = tmp_path / "no-template.gguf"
     subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", "--remove-metadata",
@@ -128,7 +128,7 @@ def test_a_base_model_without_chat_template_runs_mc_and_refuses_prompts(embedded
 @pytest.mark.parametrize("system", ["drd", "tmd"])
 def test_prefix_cache_gives_identical_tokens_on_30_questions(embedded_model, data_dir, system):
     """Keeping each resident module's KV cache across questions changes no generated token."""
-    from tmd_local.datasets import load_questions
+    from tmd_local.core.datasets import load_questions
 
     questions, _ = load_questions("strategyqa", "test", data_dir=data_dir, limit=30)
     modules = ModuleSet.single(embedded_model)

@@ -13,8 +13,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from tmd_local.pipeline import Trace
-from tmd_local.records import Question
+from tmd_local.runtime.pipeline import Trace
+from tmd_local.core.records import Question
 from tmd_local.serve.process import ServerProcess
 from tmd_local.serve.schema import BadRequest, normalize_options, split_options
 

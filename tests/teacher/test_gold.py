@@ -7,12 +7,12 @@ import re
 from collections import Counter
 
 from teacher.gold import rationale_answer, rationale_target
-from tmd_local.gold import assign_facts, readable_subquestions
+from tmd_local.core.gold import assign_facts, readable_subquestions
 from teacher.rationale_kb import decompose, restates_answer, sentences, usable
 from teacher.traces import numbered_steps
 from teacher_helpers import all_records, ids_once, teach
-from tmd_local.parsing import parse_answer, parse_subquestions
-from tmd_local.prompts import PROMPT_VERSION
+from tmd_local.core.parsing import parse_answer, parse_subquestions
+from tmd_local.core.prompts import PROMPT_VERSION
 
 YES_NO = {"A": "yes", "B": "no"}
 

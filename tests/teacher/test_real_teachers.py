@@ -9,8 +9,8 @@ import json
 import pytest
 
 from teacher_helpers import all_records, ids_once, teach
-from tmd_local import prompts
-from tmd_local.datasets import load_questions
+from tmd_local.core import prompts
+from tmd_local.core.datasets import load_questions
 
 pytestmark = pytest.mark.slow
 LIMIT = 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 
 class Stop(Exception):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tmd_local.errors import TmdError
-from tmd_local.prompts import render_messages
+from tmd_local.core.errors import TmdError
+from tmd_local.core.prompts import render_messages
 from trainer.config import TrainConfig, default_target_modules
 from trainer.data import (IGNORE_INDEX, build_examples, collate, cut_examples_warning, length_grouped_batches,
                           load_records, padding_ratio, split_heldout, truncate_prompt)

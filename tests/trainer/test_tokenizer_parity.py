@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tmd_local.prompts import render_messages
+from tmd_local.core.prompts import render_messages
 from trainer.data import build_examples, load_records
 
 EXTRA_TEXTS = [

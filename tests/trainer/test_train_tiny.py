@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tmd_local.errors import TmdError
+from tmd_local.core.errors import TmdError
 
 
 class Killed(Exception):
@@ -170,7 +170,7 @@ def test_auto_precision_reads_the_cpu_flags(tiny_config, teacher_dir, tmp_path, 
 def test_bf16_keeps_the_base_in_bf16_and_lora_and_adam_in_fp32(tiny_config, teacher_dir, tmp_path):
     import torch
 
-    from tmd_local.hf_base import ensure_hf_base
+    from tmd_local.core.hf_base import ensure_hf_base
     from trainer.model import load_model
     from trainer.train import train
 

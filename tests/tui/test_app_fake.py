@@ -5,11 +5,11 @@ failing module end the run cleanly. test_app_real.py does the same on the real e
 import pytest
 from textual.widgets import Button, Input, Static
 
-from tmd_local import prompts
-from tmd_local.bundle import open_source
-from tmd_local.errors import TmdError
-from tmd_local.fake import FakeLoader
-from tmd_local.records import Question
+from tmd_local.core import prompts
+from tmd_local.runtime.bundle import open_source
+from tmd_local.core.errors import TmdError
+from tmd_local.runtime.fake import FakeLoader
+from tmd_local.core.records import Question
 from tmd_local.tui.app import TmdApp
 from tmd_local.tui.widgets import HistoryList, StageTable, TraceColumn
 from tui_helpers import export_trace, wait_for

@@ -8,7 +8,7 @@ import pytest
 from textual.widgets import Button, Input, Static
 
 from tui_helpers import export_trace, quick_settings, wait_for
-from tmd_local.bundle import open_source
+from tmd_local.runtime.bundle import open_source
 from tmd_local.tui.app import TmdApp
 from tmd_local.tui.screens import HelpScreen
 from tmd_local.tui.widgets import HistoryList, StageTable, TraceColumn

@@ -4,7 +4,7 @@ import pytest
 from textual.app import App
 from textual.widgets import Input, OptionList
 
-from tmd_local.bundle import open_source
+from tmd_local.runtime.bundle import open_source
 from tmd_local.tui.app import TmdApp
 from tmd_local.tui.screens import DatasetScreen, ExportScreen, HelpScreen
 from tmd_local.tui.widgets import QuestionForm, RunSettings
@@ -68,7 +68,7 @@ async def test_main_screen_keys_without_running_a_model(data_dir):
 
 
 async def test_a_budget_too_small_is_a_notification_not_a_crash():
-    from tmd_local.memory import MemoryBudget
+    from tmd_local.core.memory import MemoryBudget
 
     app = TmdApp(open_source(), budget=MemoryBudget.parse("100MB"))
     async with app.run_test(size=(150, 45)) as pilot:
@@ -87,7 +87,7 @@ async def test_a_budget_too_small_is_a_notification_not_a_crash():
 async def test_escape_stops_the_running_run():
     from textual.widgets import Static
 
-    from tmd_local.records import Question
+    from tmd_local.core.records import Question
     from tmd_local.tui.session import RunRecord
 
     app = TmdApp(open_source())

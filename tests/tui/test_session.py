@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from tmd_local.bundle import load_bundle, zero_shot_bundle
-from tmd_local.errors import TmdError
-from tmd_local.pipeline import StageRecord, Trace
-from tmd_local.records import Question
+from tmd_local.runtime.bundle import load_bundle, zero_shot_bundle
+from tmd_local.core.errors import TmdError
+from tmd_local.runtime.pipeline import StageRecord, Trace
+from tmd_local.core.records import Question
 from tmd_local.tui.session import (RunRecord, compare_target, export_run, make_question, parse_options,
                                    run_markdown)
 

@@ -4,11 +4,11 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Input
 
-from tmd_local.bundle import zero_shot_bundle
-from tmd_local.errors import TmdError
-from tmd_local.pipeline import StageRecord, Trace
-from tmd_local.pool import Residency
-from tmd_local.records import Question
+from tmd_local.runtime.bundle import zero_shot_bundle
+from tmd_local.core.errors import TmdError
+from tmd_local.runtime.pipeline import StageRecord, Trace
+from tmd_local.runtime.pool import Residency
+from tmd_local.core.records import Question
 from tmd_local.tui.session import RunRecord
 from tmd_local.tui.widgets import (AnswerView, HistoryList, MemoryGauge, QuestionForm, RunSettings,
                                    StageTable, StreamPanel, TraceColumn)

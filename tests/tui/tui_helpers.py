@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from tmd_local.generation import GenerationSettings
+from tmd_local.runtime.generation import GenerationSettings
 
 
 def quick_settings(tokens: int = 16, reasoner: int = 24) -> GenerationSettings:

@@ -21,13 +21,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import TmdError
-from ..generation import Cancelled
-from ..pipeline import Trace
+from ..core.errors import TmdError
+from ..runtime.generation import Cancelled
+from ..runtime.pipeline import Trace
 from .engine import Engine, Job, QueueFull, Sampling, ShuttingDown
 from .limits import RequestLimits
-from .schema import (SERVED_SYSTEMS, AnswerRequest, BadRequest, ChatRequest, answer_question,
-                     question_from_chat)
+from .schema import (
+    SERVED_SYSTEMS,
+    AnswerRequest,
+    BadRequest,
+    ChatRequest,
+    answer_question,
+    question_from_chat,
+)
 
 log = logging.getLogger("tmd.serve")
 DISCONNECT_POLL_SECONDS = 0.25

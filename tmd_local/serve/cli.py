@@ -8,10 +8,16 @@ import socket
 
 import click
 
-from ..cli_options import SEED, Real, Size
-from ..console import console, one_line_errors
-from ..errors import TmdError
-from ..run_options import build_runtime, build_settings, context_options, model_option, runtime_options
+from ..core.errors import TmdError
+from ..terminal.console import console, one_line_errors
+from ..terminal.options import SEED, Real, Size
+from ..terminal.runtime_options import (
+    build_runtime,
+    build_settings,
+    context_options,
+    model_option,
+    runtime_options,
+)
 
 
 @click.command()
@@ -41,7 +47,7 @@ def serve(host, port, api_key_env, queue_size, max_batch, max_body_size, request
           n_ctx, threads, seed, log_level, bundle, quant, max_memory, memory_budget, results_paths, keep_loaded):
     """Answer questions over HTTP: OpenAI-compatible /v1/chat/completions (model tmd, drd or mc),
     /v1/tmd/answer (trace JSON), /v1/models, /health and /metrics."""
-    from ..memory import parse_size
+    from ..core.memory import parse_size
     from .app import create_app
     from .engine import Engine
     from .server import run_server

@@ -19,12 +19,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..errors import TmdError
-from ..generation import Cancelled, GenerationSettings
-from ..memory import peak_rss_mb, rss_mb
-from ..pipeline import Events, ModuleSet, Trace, run
-from ..pool import ModulePool, Residency
-from ..records import Question
+from ..core.errors import TmdError
+from ..core.memory import peak_rss_mb, rss_mb
+from ..core.records import Question
+from ..runtime.generation import Cancelled, GenerationSettings
+from ..runtime.pipeline import Events, ModuleSet, Trace, run
+from ..runtime.pool import ModulePool, Residency
 
 log = logging.getLogger("tmd.serve")
 

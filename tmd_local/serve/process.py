@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ..errors import TmdError
+from ..core.errors import TmdError
 
 _URL = re.compile(r"on (http://\S+?) \(OpenAI")
 

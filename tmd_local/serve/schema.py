@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..records import Question
+from ..core.records import Question
 
 SERVED_SYSTEMS = ("tmd", "drd", "mc")  # the gold-* systems need dataset annotations, not served
 MAX_OPTIONS = 26

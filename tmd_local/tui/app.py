@@ -6,11 +6,11 @@ from __future__ import annotations
 from textual.app import App
 from textual.binding import Binding
 
-from ..bundle import Bundle
-from ..display import visible
-from ..generation import GenerationSettings
-from ..memory import MemoryBudget
-from ..pool import ModulePool
+from ..core.display import visible
+from ..core.memory import MemoryBudget
+from ..runtime.bundle import Bundle
+from ..runtime.generation import GenerationSettings
+from ..runtime.pool import ModulePool
 from .screens import MainScreen
 
 

@@ -1,17 +1,22 @@
 """`tmd app`: the interactive app. Textual is imported only when the command runs.
 
-Its options are the CLI's (tmd_local/run_options.py): --n-ctx, --threads and the quant and memory
+Its options are the CLI's (tmd_local/terminal/runtime_options.py): --n-ctx, --threads and the quant and memory
 options mean, default to and are refused as in ask and eval."""
 
 from __future__ import annotations
 
 import click
 
-from ..cli_options import TEXT, count
-from ..console import one_line_errors
-from ..errors import TmdError
-from ..registry import DEFAULT_MODEL
-from ..run_options import build_settings, context_options, module_memory_options, open_runtime_source
+from ..core.errors import TmdError
+from ..core.registry import DEFAULT_MODEL
+from ..terminal.console import one_line_errors
+from ..terminal.options import TEXT, count
+from ..terminal.runtime_options import (
+    build_settings,
+    context_options,
+    module_memory_options,
+    open_runtime_source,
+)
 
 
 @click.command()
@@ -28,7 +33,7 @@ from ..run_options import build_settings, context_options, module_memory_options
 def app(bundle, model, system, quant, max_memory, memory_budget, results_paths, keep_loaded, n_ctx, threads,
         max_tokens):
     """Interactive app: ask questions, watch each module load, stream and unload."""
-    from ..memory import MemoryBudget
+    from ..core.memory import MemoryBudget
 
     if bundle and model:
         raise click.UsageError("give --bundle or --model, not both")

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..bundle import Bundle, open_source
-from ..errors import TmdError
-from ..pipeline import ModuleSet, Trace
-from ..records import Question
+from ..core.errors import TmdError
+from ..core.records import Question
+from ..runtime.bundle import Bundle, open_source
+from ..runtime.pipeline import ModuleSet, Trace
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LETTERED = re.compile(r"^\s*[\(\[]?([A-Za-z])[\)\]\.:]\s+(.+)$")
@@ -101,7 +101,7 @@ class RunRecord:
 
 def export_run(record: RunRecord, path: Path) -> Path:
     """Write a run as JSON (path ends in .json) or Markdown (anything else)."""
-    from ..jsonl import check_output_file
+    from ..core.jsonl import check_output_file
 
     path = Path(path).expanduser()
     check_output_file(path, "export to")
@@ -113,7 +113,7 @@ def export_run(record: RunRecord, path: Path) -> Path:
 
 
 def default_export_path(record: RunRecord, suffix: str = ".md") -> Path:
-    from ..paths import traces_dir
+    from ..core.paths import traces_dir
 
     return traces_dir() / f"{record.started:%Y%m%d-%H%M%S}-{record.system}{suffix}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -10,12 +11,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, Select
 from textual.widgets.option_list import Option
 
-from rich.text import Text
-
-from ...datasets import DATASETS, SPLITS, load_questions
-from ...display import visible
-from ...errors import TmdError
-from ...records import Question
+from ...core.datasets import DATASETS, SPLITS, load_questions
+from ...core.display import visible
+from ...core.errors import TmdError
+from ...core.records import Question
 
 LIMIT = 500
 

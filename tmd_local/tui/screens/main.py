@@ -18,15 +18,22 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
-from ...bundle import find_bundles, open_source
-from ...display import visible
-from ...errors import TmdError
-from ...generation import Cancelled
-from ...pipeline import Events, Trace, run
-from ...pool import Residency
-from ...registry import EMBEDDED
+from ...core.display import visible
+from ...core.errors import TmdError
+from ...core.registry import EMBEDDED
+from ...runtime.bundle import find_bundles, open_source
+from ...runtime.generation import Cancelled
+from ...runtime.pipeline import Events, Trace, run
+from ...runtime.pool import Residency
 from ..session import RunRecord, Target, compare_target, default_export_path, export_run
-from ..widgets import HistoryList, MemoryGauge, QuestionForm, RunSettings, StageTable, TraceColumn
+from ..widgets import (
+    HistoryList,
+    MemoryGauge,
+    QuestionForm,
+    RunSettings,
+    StageTable,
+    TraceColumn,
+)
 from .dataset import DatasetScreen
 from .export import ExportScreen
 from .help import HelpScreen

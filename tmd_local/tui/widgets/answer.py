@@ -6,9 +6,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ...display import visible
-from ...records import Question
-
+from ...core.display import visible
+from ...core.records import Question
 
 BAR_WIDTH, BAR_FULL = 10, "█"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.message import Message
 from textual.widgets import Label, ListItem, ListView
 
-from ...display import visible
+from ...core.display import visible
 from ..session import RunRecord
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ...memory import peak_rss_mb, rss_mb
+from ...core.memory import peak_rss_mb, rss_mb
 
 BAR = 24
 

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Label, TextArea
 
-from ...records import Question
+from ...core.records import Question
 from ..session import make_question, options_text
 
 

@@ -8,7 +8,7 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Select
 
-from ...bundle import Bundle
+from ...runtime.bundle import Bundle
 
 SYSTEM_CHOICES = [("TMD", "tmd"), ("DRD", "drd")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from ...pipeline import StageRecord
+from ...runtime.pipeline import StageRecord
 
 COLUMNS = ("run", "stage", "how", "load s", "gen s", "in tok", "out tok", "tok/s", "peak MiB")
 

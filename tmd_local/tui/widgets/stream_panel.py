@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ...display import visible
+from ...core.display import visible
 
 
 class StreamPanel(Static):

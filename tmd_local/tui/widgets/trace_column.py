@@ -8,10 +8,10 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ...display import markup_safe, visible
-from ...pipeline import Trace
-from ...pool import Residency
-from ...render import answer_provenance
+from ...core.display import markup_safe, visible
+from ...runtime.pipeline import Trace
+from ...runtime.pool import Residency
+from ...runtime.render import answer_provenance
 from .answer import AnswerView
 from .stream_panel import StreamPanel
 
