@@ -127,3 +127,26 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
     above = LAYERS[LAYERS.index(layer) + 1:]
     assert violations(modules_of(layer), above + STAGES + APP_LAYER) == []
 
+
+
+def test_no_import_circle():
+    """Among our own modules, following imports never leads back to where it started."""
+    modules = set(GRAPH)
+    edges = {m: {t for t in GRAPH[m] if t in modules and t != m} for m in modules}
+    done, on_path, circles = set(), [], []
+
+    def visit(m):
+        if m in on_path:
+            circles.append(on_path[on_path.index(m):] + [m])
+            return
+        if m in done:
+            return
+        on_path.append(m)
+        for t in sorted(edges[m]):
+            visit(t)
+        on_path.pop()
+        done.add(m)
+
+    for m in sorted(modules):
+        visit(m)
+    assert circles == []

@@ -6,7 +6,7 @@ dict written, key order included, so files stay byte-for-byte what they were) an
 - AdapterMeta:   an adapter folder's `tmd.json`, written last by the trainer (section 3);
 - Manifest:      a bundle's `manifest.json`, top level (section 5; roles are read by tmd_local/runtime/bundle.py);
 - ResultConfig / ResultRecord: one line of `tmd eval`'s results JSONL (section 6; every field is
-  checked by tmd_local/core/results.py).
+  checked by tmd_local/core/result_checks.py).
 
 Torch-free and near the bottom of the import graph: errors, roles and prompts only.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import TmdError
 from .prompts import PROMPT_VERSION
+from .result_checks import check_result
 from .roles import ROLES
 
 BUNDLE_FORMAT = "tmd-bundle/1"
@@ -234,7 +235,7 @@ class ResultConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> "ResultConfig":
-        """From a config already checked by tmd_local/core/results.py (ResultRecord.from_json)."""
+        """From a config already checked by tmd_local/core/result_checks.py (ResultRecord.from_json)."""
         known, extra = _split_known(data, cls.KEYS)
         return cls(**known, extra=extra)
 
@@ -258,10 +259,6 @@ class ResultRecord:
 
     @classmethod
     def from_json(cls, record: Any, where: str) -> "ResultRecord":
-        from .results import (
-            check_result,  # the field-by-field checks (results imports this module)
-        )
-
         check_result(record, where)
         answer = {k: v for k, v in record.items() if k not in ("config_key", "config", "wall_seconds")}
         return cls(record["config"], answer, record.get("config_key"), record.get("wall_seconds"))
