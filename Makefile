@@ -50,7 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/load_serve.py --bench  # tmd serve: requests/s, p50/p95 for 1, 4, 16 clients
 	$(BIN)/python scripts/bench/training_precision.py
 
-# The README's measured figures, regenerated end to end, resuming whatever is already done: OBQA
+# The measured figures of README.md and docs/RESULTS.md, regenerated end to end, resuming whatever is already done: OBQA
 # (scripts/distill_obqa.sh, the shipped bundle models/openbook-135m and reports/obqa/), then StrategyQA:
 # full-scale distillation (100/400/1603 questions, learning curve, error sources, test split; many
 # hours on 2 cores), the paper's 3 epochs on all 1603 questions (~12 h more), then the 50-question
@@ -62,6 +62,12 @@ reproduce: $(STAMP)
 	$(BIN)/python scripts/ship_bundle.py runs/obqa-e3-lr1e-3/lora-bundle models/openbook-135m obqa-e3-lr1e-3 \
 		results/obqa-finetuned.jsonl results/obqa-finetuned-drd.jsonl
 	$(BIN)/tmd report results/obqa-*.jsonl --out reports/obqa/report.md --publish
+	# the shipped bundle as users run it (LoRA GGUFs over the embedded Q4_1 base): README's and RESULTS' obqa section
+	$(BIN)/tmd eval --dataset obqa --split test --limit 500 --threads 1 --system drd --system tmd \
+		--bundle models/openbook-135m --out results/obqa-shipped.jsonl
+	$(BIN)/python scripts/ship_bundle.py --remeasure models/openbook-135m results/obqa-shipped.jsonl  # what the demo shows
+	$(BIN)/tmd report results/obqa-zero-shot.jsonl results/obqa-shipped.jsonl --out reports/obqa-shipped/report.md \
+		--results-doc README.md --results-doc docs/RESULTS.md --section obqa --publish
 	scripts/distill_strategyqa.sh
 	EPOCHS=3 SIZES=1603 PHASE=train scripts/distill_strategyqa.sh  # train + eval: the rate was chosen at 1 epoch
 	EPOCHS=3 SIZES=1603 PHASE=eval scripts/distill_strategyqa.sh
