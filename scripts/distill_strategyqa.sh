@@ -210,4 +210,4 @@ if trained "$largest" drd analyzer informant reasoner; then
 fi
 
 # The report covers every results file present (scripts/reproduce_strategyqa.sh's too).
-step report "$TMD" report results/*.jsonl --out reports/report.md --results-doc README.md --publish
+step report "$TMD" report results/*.jsonl --out reports/report.md --results-doc docs/RESULTS.md --publish

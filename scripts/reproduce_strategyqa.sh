@@ -58,4 +58,4 @@ done
 
 # The report covers every results file present (the OBQA/MedQA zero-shot ones too, when made), and
 # rewrites the README's marked figures section from it.
-step report "$TMD" report results/*.jsonl --out reports/report.md --results-doc README.md --publish
+step report "$TMD" report results/*.jsonl --out reports/report.md --results-doc docs/RESULTS.md --publish

@@ -1,4 +1,4 @@
-"""The import graph points down (README, "Layout"), read from the source with ast.
+"""The import graph points down (docs/ARCHITECTURE.md), read from the source with ast.
 
     app layer   tmd_local.cli (the `tmd` command group), tmd_local.__main__, tmd_local.tui, tmd_local.serve
     stages      teacher/, trainer/, exporter/
