@@ -74,11 +74,10 @@ def ask(question, options, as_json, zero_shot, model, system, n_ctx, threads, te
 def default_bundle(q, model, bundle, zero_shot: bool, quiet: bool = False):
     """The shipped distilled OBQA students for a four-option question asked of the default model,
     unless a bundle or --zero-shot was given."""
-    from .core.registry import DEFAULT_MODEL
-    from .runtime.shipped import shipped_bundle, suits
+    from .runtime.shipped import shipped_default, suits
 
-    shipped = shipped_bundle()
-    if bundle or zero_shot or model != DEFAULT_MODEL or shipped is None or not suits(q.options):
+    shipped = shipped_default(model, bundle, zero_shot)
+    if shipped is None or not suits(q.options):
         return bundle
     if not quiet:
         err_console.print(f"[dim]four options: the shipped distilled students ({shipped.name}); "

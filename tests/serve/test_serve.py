@@ -23,6 +23,7 @@ KEY_ENV = "TMD_SERVE_TEST_KEY"
 QUEUE_SIZE = 16
 BUDGET = "700MB"
 PENGUIN = "Could a penguin live in the Sahara?\nA. yes\nB. no"
+FOG = "Fog is most likely around:\nA. a marsh\nB. a desert\nC. a volcano\nD. the moon"
 
 
 # --- parsing, no server ----------------------------------------------------------------------------
@@ -58,6 +59,83 @@ def test_serve_refuses_a_public_address_without_a_key(monkeypatch):
     assert result.exit_code == 1 and "--api-key-env" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--api-key-env", "NO_SUCH_KEY_VAR"])
     assert result.exit_code == 1 and "NO_SUCH_KEY_VAR" in result.output and "not set" in result.output
+
+
+# --- which modules answer: the shipped students for four options (fake modules, no server) ---------
+
+def _fake_sets():
+    from pathlib import Path
+
+    from tmd_local.core.registry import ModelRef
+    from tmd_local.core.roles import ROLES
+    from tmd_local.runtime.pipeline import ModuleSet
+
+    def modules(name):
+        return ModuleSet(**{role: ModelRef(Path(f"fake/{name}-{role}.gguf"), f"{name}/{role}") for role in ROLES},
+                         label=f"{name} (q4_1)")
+    return modules("smollm2-135m-instruct"), modules("openbook-135m")
+
+
+def test_four_option_questions_go_to_the_shipped_students_and_never_share_their_batch():
+    import asyncio
+
+    from tmd_local.runtime.fake import FakeLoader
+    from tmd_local.serve.engine import Engine, Sampling
+
+    default, shipped = _fake_sets()
+    loader = FakeLoader(lambda prompt: "Final Answer: A")
+    engine = Engine(default, loader.pool(), shipped=shipped)
+    four = Question("four", "Fog is most likely around:", {"A": "a marsh", "B": "a desert", "C": "a volcano",
+                                                            "D": "the moon"})
+    two = Question("two", "Could a penguin live in the Sahara?", {"A": "yes", "B": "no"})
+
+    async def main():
+        # All queued before the worker starts: same system and sampling, so only the modules can split them.
+        jobs = [engine.submit("drd", q, Sampling()) for q in (four, two, four)]
+        jobs.append(engine.submit("drd", four, Sampling(), modules=default))  # a request naming its bundle
+        jobs.append(engine.submit("mc", four, Sampling()))
+        engine.start()
+        try:
+            return jobs, await asyncio.gather(*(job.result for job in jobs))
+        finally:
+            await asyncio.to_thread(engine.close)
+
+    jobs, traces = asyncio.run(main())
+    assert [job.modules.label for job in jobs] == ["openbook-135m (q4_1)", "smollm2-135m-instruct (q4_1)",
+                                                   "openbook-135m (q4_1)", "smollm2-135m-instruct (q4_1)",
+                                                   "smollm2-135m-instruct (q4_1)"]
+    assert [t.stages["drd" if t.system == "drd" else "mc"].model for t in traces] == [
+        "openbook-135m/drd", "smollm2-135m-instruct/drd", "openbook-135m/drd", "smollm2-135m-instruct/drd",
+        "smollm2-135m-instruct/drd"]
+    assert engine.metrics.batches == 3  # shipped (2 jobs), default (2 jobs), mc
+    # --zero-shot / --bundle / --model: no shipped students, the server's modules answer everything.
+    assert Engine(default, loader.pool()).modules_for("tmd", four) is default
+    assert engine.modules_for("tmd", four) is shipped and engine.modules_for("tmd", two) is default
+
+
+def test_model_names_pin_a_request_to_a_bundle():
+    from tmd_local.serve.app import ApiError, _system_for
+
+    default, shipped = _fake_sets()
+    named = {"smollm2-135m-instruct": default, "openbook-135m": shipped}
+    assert _system_for("tmd", "smollm2-135m-instruct", named) == ("tmd", None)  # the engine decides
+    assert _system_for("smollm2-135m-instruct/tmd", "smollm2-135m-instruct", named) == ("tmd", default)
+    assert _system_for("openbook-135m/drd", "smollm2-135m-instruct", named) == ("drd", shipped)
+    with pytest.raises(ApiError, match="openbook-135m/mc"):
+        _system_for("openbook-135m/mc", "smollm2-135m-instruct", named)
+
+
+def test_shipped_default_only_on_the_embedded_model_without_bundle_or_zero_shot():
+    from tmd_local.runtime.shipped import pick, shipped_bundle, shipped_default
+
+    assert shipped_default() == shipped_bundle() is not None
+    assert shipped_default("smollm2-135m-instruct") == shipped_bundle()
+    assert shipped_default(zero_shot=True) is None and shipped_default(bundle="models/x") is None
+    assert shipped_default("other.gguf") is None
+    four, two = {k: k for k in "ABCD"}, {"A": "yes", "B": "no"}
+    assert pick("tmd", four, "default", "shipped") == "shipped" == pick("drd", four, "default", "shipped")
+    assert pick("tmd", two, "default", "shipped") == "default" == pick("mc", four, "default", "shipped")
+    assert pick("tmd", four, "default", None) == "default"
 
 
 # --- a real server on the embedded model -----------------------------------------------------------
@@ -144,6 +222,22 @@ def test_streaming_sends_stage_events_tokens_and_the_trace(client):
 
 
 @pytest.mark.slow
+def test_four_options_are_answered_by_the_shipped_students(client):
+    reply = client.chat.completions.create(model="drd", max_tokens=16, messages=[{"role": "user", "content": FOG}])
+    tmd = reply.model_extra["tmd"]
+    assert tmd["bundle"] == "openbook-135m (q4_1)" and tmd["trace"]["stages"]["drd"]["model"] == "openbook-135m/drd"
+    assert tmd["trace"]["answer"] in "ABCD"
+    # Two options, or a request naming the server's own model: the model itself, as before.
+    reply = client.chat.completions.create(model="drd", max_tokens=16,
+                                           messages=[{"role": "user", "content": PENGUIN}])
+    assert reply.model_extra["tmd"]["trace"]["stages"]["drd"]["model"] == "smollm2-135m-instruct"
+    reply = client.chat.completions.create(model="smollm2-135m-instruct/drd", max_tokens=16,
+                                           messages=[{"role": "user", "content": FOG}])
+    assert reply.model_extra["tmd"]["bundle"] == "smollm2-135m-instruct (q4_1)"
+    assert reply.model_extra["tmd"]["trace"]["stages"]["drd"]["model"] == "smollm2-135m-instruct"
+
+
+@pytest.mark.slow
 def test_answer_endpoint_returns_the_ask_json_trace(server):
     body = {"question": "Could a penguin live in the Sahara?", "options": {"A": "yes", "B": "no"},
             "system": "drd", "max_tokens": 16}
@@ -160,7 +254,11 @@ def test_models_health_metrics(server):
     health = requests.get(server.url + "/health", timeout=10)  # open: load balancers probe it
     assert health.status_code == 200 and health.json()["status"] == "ok"
     models = requests.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
-    assert [m["id"] for m in models.json()["data"]] == ["tmd", "drd", "mc"]
+    listed = {m["id"]: m["tmd"] for m in models.json()["data"]}
+    assert list(listed) == ["tmd", "drd", "mc", "openbook-135m/tmd", "openbook-135m/drd"]
+    assert listed["tmd"]["bundle"] == "smollm2-135m-instruct (q4_1)"
+    assert listed["tmd"]["four_options"] == listed["openbook-135m/tmd"]["bundle"] == "openbook-135m (q4_1)"
+    assert "four_options" not in listed["mc"]
     metrics = server.get("/metrics")
     for key in ("requests", "answered", "refused", "cancelled", "queue_length", "stage_seconds",
                 "resident_rss_mb", "peak_rss_mb", "latency_seconds"):

@@ -1,8 +1,10 @@
 """The distilled students that ship in the box: models/openbook-135m/ in the checkout, LoRA adapters in
 GGUF over the embedded base (its sha256 in the manifest, checked before load), with the accuracy
 measured for the same adapters (`measured` in the manifest, written by scripts/ship_bundle.py from
-the results files). `tmd ask` uses it for four-option questions unless told otherwise; `tmd demo`
-shows it beside the zero-shot model."""
+the results files). `tmd ask`, `tmd app` and `tmd serve` use it for four-option questions asked of
+the embedded default model unless told otherwise (a --bundle, another --model, --zero-shot); `tmd demo`
+shows it beside the zero-shot model. Which source answers a question is decided here (`pick`), once
+for every front end."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 SHIPPED_NAME = "openbook-135m"
 SHIPPED_OPTIONS = 4  # OpenBookQA-style: four options
+SHIPPED_SYSTEMS = ("tmd", "drd")  # what the students were distilled for (mc scores as before)
 
 
 def shipped_bundle() -> Path | None:
@@ -20,6 +23,25 @@ def shipped_bundle() -> Path | None:
 
 def suits(options: dict) -> bool:
     return len(options) == SHIPPED_OPTIONS
+
+
+def shipped_default(model=None, bundle=None, zero_shot: bool = False) -> Path | None:
+    """The shipped bundle's folder when a command runs the embedded default model (no --bundle, no
+    other --model, no --zero-shot) and this install has one; else None: run what was asked."""
+    from ..core.registry import DEFAULT_MODEL
+
+    if bundle or zero_shot or (model or DEFAULT_MODEL) != DEFAULT_MODEL:
+        return None
+    return shipped_bundle()
+
+
+def pick(system: str, options: dict, default, shipped):
+    """Which source answers a question: `shipped` (the distilled students, any form: bundle, module
+    set, target) for a TMD or DRD question with four options, else `default`. None as `shipped`
+    (a --bundle, --zero-shot, an explicit choice) always gives `default`."""
+    if shipped is not None and system in SHIPPED_SYSTEMS and suits(options):
+        return shipped
+    return default
 
 
 def measured_lines(bundle) -> list[str]:

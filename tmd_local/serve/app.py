@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import TmdError
 from ..runtime.generation import Cancelled
-from ..runtime.pipeline import Trace
+from ..runtime.pipeline import ModuleSet, Trace
+from ..runtime.shipped import SHIPPED_SYSTEMS
 from .engine import Engine, Job, QueueFull, Sampling, ShuttingDown
 from .limits import RequestLimits
 from .schema import (
@@ -55,7 +56,13 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
 
 
 def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, shipped_name: str | None = None) -> FastAPI:
+    """`label`/`bundle_name`: what the server runs; `shipped_name`: the shipped students' bundle when
+    the engine answers four-option TMD/DRD questions with them (engine.shipped)."""
+    named = {bundle_name: engine.modules}  # '<bundle>/<system>' model names pin a request to these
+    if engine.shipped is not None and shipped_name and shipped_name != bundle_name:
+        named[shipped_name] = engine.shipped
+
     @asynccontextmanager
     async def lifespan(app):
         engine.start()
@@ -71,7 +78,8 @@ def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | N
     @app.get("/health")
     async def health():
         snapshot = engine.snapshot()
-        return {"status": "ok", "model": label, "queue_length": snapshot["queue_length"],
+        four = {"four_options": engine.shipped.label} if engine.shipped is not None else {}
+        return {"status": "ok", "model": label, **four, "queue_length": snapshot["queue_length"],
                 "running": snapshot["running"]}
 
     @app.get("/metrics", dependencies=authorized)
@@ -81,10 +89,17 @@ def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | N
     @app.get("/v1/models", dependencies=authorized)
     async def models():
         created = int(time.time())
-        return {"object": "list", "data": [
-            {"id": system, "object": "model", "created": created, "owned_by": "tmd",
-             "tmd": {"bundle": label, "system": system, "alias": f"{bundle_name}/{system}"}}
-            for system in SERVED_SYSTEMS]}
+        data = []
+        for system in SERVED_SYSTEMS:
+            info = {"bundle": label, "system": system, "alias": f"{bundle_name}/{system}"}
+            if engine.shipped is not None and system in SHIPPED_SYSTEMS:
+                info["four_options"] = engine.shipped.label  # who answers a four-option question
+            data.append({"id": system, "object": "model", "created": created, "owned_by": "tmd", "tmd": info})
+        for name, modules in named.items():
+            if modules is not engine.modules:
+                data += [{"id": f"{name}/{system}", "object": "model", "created": created, "owned_by": "tmd",
+                          "tmd": {"bundle": modules.label, "system": system}} for system in SHIPPED_SYSTEMS]
+        return {"object": "list", "data": data}
 
     @app.post("/v1/tmd/answer", dependencies=authorized)
     async def answer(body: AnswerRequest, request: Request):
@@ -96,19 +111,19 @@ def create_app(engine: Engine, *, label: str, bundle_name: str, api_key: str | N
 
     @app.post("/v1/chat/completions", dependencies=authorized)
     async def chat_completions(body: ChatRequest, request: Request):
-        system = _system_for(body.model, bundle_name)
+        system, modules = _system_for(body.model, bundle_name, named)
         question = _checked(question_from_chat, body, engine.next_id(), engine=engine)
         sampling = _sampling(engine, body.max_completion_tokens or body.max_tokens, body.temperature, body.seed)
-        job = _submit(engine, system, question, sampling, stream=body.stream)
+        job = _submit(engine, system, question, sampling, stream=body.stream, modules=modules)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.stream:
             # Plain StreamingResponse, not sse-starlette: that one cuts every stream the moment
             # uvicorn is signalled, where a graceful shutdown must let them end (server.py).
-            return StreamingResponse(_stream_chat(job, body.model, completion_id, label),
+            return StreamingResponse(_stream_chat(job, body.model, completion_id, _label(job, label)),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         trace = await _wait(job, request)
-        return _completion(trace, body.model, completion_id, label)
+        return _completion(trace, body.model, completion_id, _label(job, label))
 
     return app
 
@@ -131,15 +146,27 @@ def _bearer_check(api_key: str | None, engine: Engine):
     return check
 
 
-def _system_for(model: str, bundle_name: str) -> str:
-    name = model.strip()
-    if name.startswith(f"{bundle_name}/"):
-        name = name[len(bundle_name) + 1:]
+def _system_for(model: str, bundle_name: str, named: dict[str, ModuleSet] | None = None
+                ) -> tuple[str, ModuleSet | None]:
+    """(system, modules): a bare system name leaves the modules to the engine (None); '<bundle>/<system>'
+    pins the request to that bundle's modules."""
+    name, modules = model.strip(), None
+    for prefix, pinned in (named or {bundle_name: None}).items():
+        if name.startswith(f"{prefix}/"):
+            name, modules = name[len(prefix) + 1:], pinned
+            if pinned is not None and prefix != bundle_name and name not in SHIPPED_SYSTEMS:
+                name = ""  # the shipped students answer TMD and DRD only
+            break
     if name not in SERVED_SYSTEMS:
         raise ApiError(422, f"model {model!r}: this server answers with {', '.join(SERVED_SYSTEMS)} "
                             f"(or {bundle_name}/<system>); GET /v1/models lists them",
                        param="model", code="model_not_found")
-    return name
+    return name, modules
+
+
+def _label(job: Job, default: str) -> str:
+    """What answered the job: the label of its modules (the server's, or the shipped students')."""
+    return job.modules.label if job.modules is not None and job.modules.label else default
 
 
 def _checked(parse, body, qid: str, *, engine: Engine):
@@ -161,9 +188,10 @@ def _sampling(engine: Engine, max_tokens: int | None, temperature: float | None,
                     seed=engine.settings.seed if seed is None else seed, max_tokens=max_tokens)
 
 
-def _submit(engine: Engine, system: str, question, sampling: Sampling, stream: bool = False) -> Job:
+def _submit(engine: Engine, system: str, question, sampling: Sampling, stream: bool = False,
+            modules: ModuleSet | None = None) -> Job:
     try:
-        return engine.submit(system, question, sampling, stream=stream)
+        return engine.submit(system, question, sampling, stream=stream, modules=modules)
     except QueueFull as e:
         raise ApiError(429, str(e), kind="rate_limit_error", code="queue_full",
                        headers={"Retry-After": str(e.retry_after)}) from None

@@ -37,6 +37,9 @@ from ..terminal.runtime_options import (
 @click.option("--shutdown-grace", type=Real(0, 3600), default=20, show_default=True,
               help="On SIGTERM/SIGINT, seconds the questions under way may take to finish; then 503.")
 @model_option
+@click.option("--zero-shot", is_flag=True,
+              help="Answer every question with the model itself, not the shipped distilled students "
+                   "(used for four-option TMD/DRD questions on the default model).")
 @context_options
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Default seed (requests may set one).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -44,7 +47,7 @@ from ..terminal.runtime_options import (
 @runtime_options
 @one_line_errors
 def serve(host, port, api_key_env, queue_size, max_batch, max_body_size, request_timeout, shutdown_grace, model,
-          n_ctx, threads, seed, log_level, bundle, quant, max_memory, memory_budget, results_paths, keep_loaded):
+          zero_shot, n_ctx, threads, seed, log_level, bundle, quant, max_memory, memory_budget, results_paths, keep_loaded):
     """Answer questions over HTTP: OpenAI-compatible /v1/chat/completions (model tmd, drd or mc),
     /v1/tmd/answer (trace JSON), /v1/models, /health and /metrics."""
     from ..core.memory import parse_size
@@ -57,16 +60,40 @@ def serve(host, port, api_key_env, queue_size, max_batch, max_body_size, request
     modules, pool, source = build_runtime(model, bundle, quant, max_memory, keep_loaded, settings,
                                           systems=("tmd", "drd"), memory_budget=memory_budget,
                                           results_paths=results_paths)
+    shipped = shipped_modules(model, bundle, zero_shot, quant)
     sock = bind(host, port)
-    engine = Engine(modules, pool, queue_size=queue_size, max_batch=max_batch)
+    engine = Engine(modules, pool, queue_size=queue_size, max_batch=max_batch,
+                    shipped=shipped[1] if shipped else None)
     app = create_app(engine, label=modules.label, bundle_name=source.name, api_key=api_key,
-                     max_body_bytes=parse_size(max_body_size))
+                     max_body_bytes=parse_size(max_body_size), shipped_name=shipped[0] if shipped else None)
     url = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     budget = f", memory budget {max_memory}" if max_memory else ""
-    console.print(f"tmd serve: {modules.label} on {url} (OpenAI base_url {url}/v1), "
+    four = (f" (four-option tmd/drd questions: the shipped distilled students, {shipped[1].label}; "
+            "--zero-shot to turn off)") if shipped else ""
+    console.print(f"tmd serve: {modules.label}{four} on {url} (OpenAI base_url {url}/v1), "
                   f"{'modules kept loaded' if keep_loaded else 'one module resident at a time'}{budget}, "
                   f"queue {queue_size}{', API key required' if api_key else ''}", highlight=False, soft_wrap=True)
     run_server(app, engine, sock, log_level=log_level, request_seconds=request_timeout, grace=shutdown_grace)
+
+
+def shipped_modules(model, bundle, zero_shot: bool, quant):
+    """(name, ModuleSet) of the shipped students that answer four-option questions when the server
+    runs the embedded default model (no --bundle, no --zero-shot); None otherwise. --quant applies to
+    them as it does in `tmd ask` when they run in one of the forms they ship in, else their default."""
+    from ..runtime.bundle import load_bundle
+    from ..runtime.shipped import shipped_default
+    from ..terminal.console import warn_plain
+
+    folder = shipped_default(model, bundle, zero_shot)
+    if folder is None:
+        return None
+    students = load_bundle(folder)
+    for line in students.warnings:
+        warn_plain(line)
+    try:
+        return students.name, students.module_set(quant)
+    except TmdError:
+        return students.name, students.module_set(None)
 
 
 def read_api_key(host: str, variable: str | None) -> str | None:

@@ -2,9 +2,13 @@
 
 Requests queue (bounded: a full queue refuses at once, and the app answers 429). When the worker
 is free it takes the oldest job and every waiting job it can batch with it (same system, same
-sampling), and runs them through the stage-batched pipeline, so each module is loaded once for
+modules, same sampling), and runs them through the stage-batched pipeline, so each module is loaded once for
 all of them. A job whose client left is dropped from its batch without stopping the others.
 Results and stream events are handed back to the event loop that asked, thread-safely.
+
+Each job is pinned at submit to the modules that answer it: the server's own, or the shipped
+distilled students for a four-option TMD/DRD question when the server runs the embedded default
+model (runtime/shipped.py decides which); jobs on different modules never share a batch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..core.records import Question
 from ..runtime.generation import Cancelled, GenerationSettings
 from ..runtime.pipeline import Events, ModuleSet, Trace, run
 from ..runtime.pool import ModulePool, Residency
+from ..runtime.shipped import pick
 
 log = logging.getLogger("tmd.serve")
 
@@ -57,6 +62,7 @@ class Job:
     sampling: Sampling
     loop: asyncio.AbstractEventLoop
     result: asyncio.Future
+    modules: ModuleSet | None = None  # what answers it (its label names it in the reply)
     events: asyncio.Queue | None = None  # stream events, when the client streams
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.monotonic)
@@ -113,8 +119,10 @@ class Metrics:
 class Engine:
     """Queue + worker thread + ModulePool. start() it once; close() cancels what is left."""
 
-    def __init__(self, modules: ModuleSet, pool: ModulePool, *, queue_size: int = 16, max_batch: int = 16):
+    def __init__(self, modules: ModuleSet, pool: ModulePool, *, queue_size: int = 16, max_batch: int = 16,
+                 shipped: ModuleSet | None = None):
         self.modules = modules
+        self.shipped = shipped  # the shipped students for four-option questions; None: `modules` answers all
         self.pool = pool
         self.queue_size = queue_size
         self.max_batch = max_batch
@@ -137,11 +145,17 @@ class Engine:
     def next_id(self) -> str:
         return f"req-{next(self._ids)}"
 
-    def submit(self, system: str, question: Question, sampling: Sampling, *, stream: bool = False) -> Job:
-        """Queue a job (from the event loop's thread); raises QueueFull when the queue is full."""
+    def modules_for(self, system: str, question: Question) -> ModuleSet:
+        """The modules that answer this question when the request does not name them."""
+        return pick(system, question.options, self.modules, self.shipped)
+
+    def submit(self, system: str, question: Question, sampling: Sampling, *, stream: bool = False,
+               modules: ModuleSet | None = None) -> Job:
+        """Queue a job (from the event loop's thread); raises QueueFull when the queue is full.
+        `modules`: what answers it (a request naming its bundle); None: modules_for decides."""
         loop = asyncio.get_running_loop()
         job = Job(system, question, sampling, loop, loop.create_future(),
-                  asyncio.Queue() if stream else None)
+                  modules or self.modules_for(system, question), asyncio.Queue() if stream else None)
         with self._lock:
             self.metrics.requests += 1
             if self._closing:
@@ -237,7 +251,7 @@ class Engine:
             for job in list(self._queue):
                 if len(batch) >= self.max_batch:
                     break
-                if job.system == first.system and job.sampling == first.sampling:
+                if job.system == first.system and job.modules is first.modules and job.sampling == first.sampling:
                     self._queue.remove(job)
                     if job.cancelled.is_set():
                         self._drop(job)
@@ -254,7 +268,7 @@ class Engine:
         started = time.monotonic()
         settings = self._settings_for(batch[0].sampling)
         try:
-            traces = run(batch[0].system, [job.question for job in batch], self.modules, settings,
+            traces = run(batch[0].system, [job.question for job in batch], batch[0].modules, settings,
                          _JobEvents(batch), pool=self.pool,
                          should_stop=lambda: all(job.cancelled.is_set() for job in batch),
                          dropped=lambda index: batch[index].cancelled.is_set())
