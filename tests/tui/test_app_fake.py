@@ -127,3 +127,51 @@ async def test_a_failing_module_is_a_notification_and_the_next_run_works(embedde
         assert any("(boom)" in n for n in notices(app)) and loader.open_modules == []
         await ask(pilot, question)
         assert screen.last.status == "done" and screen.last.traces[screen.last.targets[0]].answer == "B"
+
+
+async def test_four_options_go_to_the_shipped_students_unless_a_source_is_chosen(embedded_model):
+    from tmd_local.runtime.bundle import load_bundle
+    from tmd_local.runtime.shipped import shipped_bundle
+
+    loader = FakeLoader(reply, option_probs=favour_b)
+    app = TmdApp(open_source(), shipped=load_bundle(shipped_bundle()), pool=loader.pool())
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main
+        assert "four options: openbook-135m" in app.sub_title
+        await ask(pilot, PLANTS)  # four options: the distilled students, LoRA over the embedded base
+        record = screen.last
+        assert record.status == "done", record.message
+        assert record.targets == ["openbook-135m (q4_1)"]
+        assert {p.model for p in loader.prompts} == {"openbook-135m/analyzer", "openbook-135m/informant",
+                                                     "openbook-135m/reasoner"}
+        assert loader.prompts[0].adapter == "analyzer.lora.gguf"
+        assert "openbook-135m (q4_1)" in screen.query_one("#col-a", TraceColumn)._title
+
+        loader.prompts.clear()
+        await ask(pilot, Question("q", "Could a penguin survive a day in the Sahara?", {"A": "yes", "B": "no"}))
+        assert screen.last.targets == ["smollm2-135m-instruct (q4_1)"]
+        assert {p.model for p in loader.prompts} == {"smollm2-135m-instruct"}
+
+        # The user loads a source: an explicit choice, which answers four-option questions too.
+        screen.query_one("#source", Input).value = "smollm2-135m-instruct"
+        screen.query_one("#source", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.shipped is None, timeout=10)
+        loader.prompts.clear()
+        await ask(pilot, PLANTS)
+        assert screen.last.targets == ["smollm2-135m-instruct (q4_1)"]
+        assert {p.model for p in loader.prompts} == {"smollm2-135m-instruct"}
+
+
+async def test_zero_shot_app_has_no_shipped_students(embedded_model):
+    from tmd_local.tui.cli import shipped_students
+
+    assert shipped_students(None, None, zero_shot=True) is None
+    assert shipped_students(None, "models/some-bundle", zero_shot=False) is None
+    assert shipped_students(None, None, zero_shot=False).name == "openbook-135m"
+    loader = FakeLoader(reply, option_probs=favour_b)
+    app = TmdApp(open_source(), pool=loader.pool())  # what `tmd app --zero-shot` builds
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ask(pilot, PLANTS)
+        assert app.main.last.targets == ["smollm2-135m-instruct (q4_1)"]
+        assert {p.model for p in loader.prompts} == {"smollm2-135m-instruct"}

@@ -1,5 +1,6 @@
-"""The Textual application: holds what to run (bundle, quant, system), the generation settings and
-the module pool shared by every run of the session."""
+"""The Textual application: holds what to run (bundle, quant, system; the shipped distilled students
+for four-option questions when it runs the embedded default model), the generation settings and the
+module pool shared by every run of the session."""
 
 from __future__ import annotations
 
@@ -21,9 +22,13 @@ class TmdApp(App):
 
     def __init__(self, bundle: Bundle, *, quant: str | None = None, system: str = "tmd",
                  settings: GenerationSettings | None = None, budget: MemoryBudget | None = None,
-                 keep_loaded: bool = False, source_text: str = "", pool: ModulePool | None = None):
+                 keep_loaded: bool = False, source_text: str = "", pool: ModulePool | None = None,
+                 shipped: Bundle | None = None):
         super().__init__()
         self.bundle = bundle
+        # The shipped students answer four-option questions in place of `bundle` until the user
+        # chooses a source or quant (runtime/shipped.py); None: `bundle` answers everything.
+        self.shipped = shipped
         self.quant = quant
         self.system = system
         self.settings = settings or GenerationSettings()

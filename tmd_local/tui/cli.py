@@ -25,12 +25,15 @@ from ..terminal.runtime_options import (
 @click.option("--model", type=TEXT, default=None,
               help=f"Model name or .gguf path, run zero-shot in every role (default: {DEFAULT_MODEL}).")
 @click.option("--system", type=click.Choice(["tmd", "drd"]), default="tmd", show_default=True)
+@click.option("--zero-shot", is_flag=True,
+              help="Run the model itself for every question, not the shipped distilled students "
+                   "(used for four-option questions on the default model).")
 @module_memory_options
 @context_options
 @click.option("--max-tokens", type=count(1, 65_536), default=None,
               help="Cap every stage's generated tokens (quick looks, tests).")
 @one_line_errors
-def app(bundle, model, system, quant, max_memory, memory_budget, results_paths, keep_loaded, n_ctx, threads,
+def app(bundle, model, system, zero_shot, quant, max_memory, memory_budget, results_paths, keep_loaded, n_ctx, threads,
         max_tokens):
     """Interactive app: ask questions, watch each module load, stream and unload."""
     from ..core.memory import MemoryBudget
@@ -47,7 +50,17 @@ def app(bundle, model, system, quant, max_memory, memory_budget, results_paths, 
 
     TmdApp(source, quant=quant.lower() if quant else None, system=system, settings=settings,
            budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded,
-           source_text=str(bundle or model or "")).run()
+           source_text=str(bundle or model or ""), shipped=shipped_students(model, bundle, zero_shot)).run()
+
+
+def shipped_students(model, bundle, zero_shot: bool):
+    """The shipped distilled students, when the app runs the embedded default model without
+    --bundle or --zero-shot (they answer its four-option questions); else None."""
+    from ..runtime.bundle import load_bundle
+    from ..runtime.shipped import shipped_default
+
+    folder = shipped_default(model, bundle, zero_shot)
+    return load_bundle(folder) if folder is not None else None
 
 
 def check_quant(source, quant: str | None) -> None:

@@ -25,6 +25,7 @@ from ...runtime.bundle import find_bundles, open_source
 from ...runtime.generation import Cancelled
 from ...runtime.pipeline import Events, Trace, run
 from ...runtime.pool import Residency
+from ...runtime.shipped import pick
 from ..session import RunRecord, Target, compare_target, default_export_path, export_run
 from ..widgets import (
     HistoryList,
@@ -104,7 +105,8 @@ class MainScreen(Screen):
         pool = self.app.pool
         budget = f"budget {pool.budget.text}" if pool.budget.limit_bytes else "no memory budget"
         residency = "keep loaded" if pool.keep_loaded else "one module at a time"
-        self.app.sub_title = f"{self.app.bundle.name} · {residency} · {budget}"
+        four = f" (four options: {self.app.shipped.name})" if self.app.shipped is not None else ""
+        self.app.sub_title = f"{self.app.bundle.name}{four} · {residency} · {budget}"
 
     # --- settings
     @on(RunSettings.SourceChosen)
@@ -114,6 +116,7 @@ class MainScreen(Screen):
             return
         bundle = open_source(model=event.text)
         self.app.bundle = bundle
+        self.app.shipped = None  # the user chose what runs: it answers every question
         self.query_one(RunSettings).set_bundle(bundle)
         self._update_subtitle()
         self.notify(f"{bundle.describe()}", title="loaded")
@@ -147,7 +150,7 @@ class MainScreen(Screen):
             return
         settings = self.query_one(RunSettings)
         question = self.query_one(QuestionForm).question()
-        targets = [Target(self.app.bundle, settings.quant)]
+        targets = [self._first_target(settings, question)]
         other = compare_target(settings.compare_text, self.app.bundle)
         if other is not None:
             targets.append(other)
@@ -163,6 +166,15 @@ class MainScreen(Screen):
         self.cancel.clear()
         self._set_running(True)
         self.run_pipeline(record, targets, columns[:len(targets)])
+
+    def _first_target(self, settings: RunSettings, question) -> Target:
+        """The loaded source in the chosen quant; the shipped students instead for a question they
+        suit while the user has chosen neither another source nor another quant."""
+        chosen = Target(self.app.bundle, settings.quant)
+        shipped = self.app.shipped
+        if shipped is None or settings.quant != self.app.bundle.default_quant:
+            return chosen
+        return pick(settings.system, question.options, chosen, Target(shipped, shipped.default_quant))
 
     def action_stop(self) -> None:
         if self.running is not None:
