@@ -164,7 +164,7 @@ async def test_four_options_go_to_the_shipped_students_unless_a_source_is_chosen
 
 
 async def test_zero_shot_app_has_no_shipped_students(embedded_model):
-    from tmd_local.tui.cli import shipped_students
+    from tmd_local.runtime.shipped import shipped_students
 
     assert shipped_students(None, None, zero_shot=True) is None
     assert shipped_students(None, "models/some-bundle", zero_shot=False) is None

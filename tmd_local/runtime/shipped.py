@@ -35,6 +35,14 @@ def shipped_default(model=None, bundle=None, zero_shot: bool = False) -> Path | 
     return shipped_bundle()
 
 
+def shipped_students(model=None, bundle=None, zero_shot: bool = False):
+    """The shipped students' Bundle when shipped_default gives their folder; else None."""
+    from .bundle import load_bundle
+
+    folder = shipped_default(model, bundle, zero_shot)
+    return load_bundle(folder) if folder is not None else None
+
+
 def pick(system: str, options: dict, default, shipped):
     """Which source answers a question: `shipped` (the distilled students, any form: bundle, module
     set, target) for a TMD or DRD question with four options, else `default`. None as `shipped`

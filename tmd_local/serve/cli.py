@@ -80,14 +80,12 @@ def shipped_modules(model, bundle, zero_shot: bool, quant):
     """(name, ModuleSet) of the shipped students that answer four-option questions when the server
     runs the embedded default model (no --bundle, no --zero-shot); None otherwise. --quant applies to
     them as it does in `tmd ask` when they run in one of the forms they ship in, else their default."""
-    from ..runtime.bundle import load_bundle
-    from ..runtime.shipped import shipped_default
+    from ..runtime.shipped import shipped_students
     from ..terminal.console import warn_plain
 
-    folder = shipped_default(model, bundle, zero_shot)
-    if folder is None:
+    students = shipped_students(model, bundle, zero_shot)
+    if students is None:
         return None
-    students = load_bundle(folder)
     for line in students.warnings:
         warn_plain(line)
     try:

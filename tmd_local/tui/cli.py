@@ -46,21 +46,12 @@ def app(bundle, model, system, zero_shot, quant, max_memory, memory_budget, resu
     settings = build_settings(n_ctx, threads)
     if max_tokens is not None:
         settings.max_tokens = {k: min(v, max_tokens) for k, v in settings.max_tokens.items()}
+    from ..runtime.shipped import shipped_students
     from .app import TmdApp  # late: Textual costs time `tmd --help` should not pay
 
     TmdApp(source, quant=quant.lower() if quant else None, system=system, settings=settings,
            budget=MemoryBudget.parse(max_memory), keep_loaded=keep_loaded,
            source_text=str(bundle or model or ""), shipped=shipped_students(model, bundle, zero_shot)).run()
-
-
-def shipped_students(model, bundle, zero_shot: bool):
-    """The shipped distilled students, when the app runs the embedded default model without
-    --bundle or --zero-shot (they answer its four-option questions); else None."""
-    from ..runtime.bundle import load_bundle
-    from ..runtime.shipped import shipped_default
-
-    folder = shipped_default(model, bundle, zero_shot)
-    return load_bundle(folder) if folder is not None else None
 
 
 def check_quant(source, quant: str | None) -> None:
