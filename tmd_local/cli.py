@@ -285,9 +285,8 @@ def eval_cmd(datasets, split, limit, offset, systems, seeds, data_path, data_dir
 def report(results, out, results_docs, readme_docs, section, publish):
     """Markdown report (tables and plots) from one or more results JSONL files."""
     from .core.jsonl import check_output_file, require_regular_file
-    from .evaluation.report import check_request, default_out, write_report
+    from .evaluation.report import write_report
 
-    out = default_out() if out is None else out
     docs = list(dict.fromkeys([*results_docs, *readme_docs]))
     for path in results:
         if not path.exists():
@@ -298,8 +297,6 @@ def report(results, out, results_docs, readme_docs, section, publish):
             raise TmdError(f"--results-doc {doc}: no such file")
         require_regular_file(doc, "results document")
         check_output_file(doc, "--results-doc")  # an existing file: proves it writable, changes nothing
-    check_request(out, docs, section, publish)  # --publish, --section, the markers: before any write
-    check_output_file(out, "--out")  # checked before the results are read and the plots drawn
     path = write_report(list(results), out, docs, section, publish)
     say(f"report: {path}")
 

@@ -189,10 +189,11 @@ def write_report(result_paths: list[Path], out: Path | None = None, results_docs
     and the marked section of each results document rewritten. Everything that could refuse (the
     checkout's published places without `publish`, a document without its markers) is checked
     before anything is written."""
-    from ..core.jsonl import write_text_atomic
+    from ..core.jsonl import check_output_file, write_text_atomic
 
     out = default_out() if out is None else out
     check_request(out, results_docs, section, publish)
+    check_output_file(out, "--out")  # after the --publish check: probing it must not touch reports/
     results = load_results(result_paths)
     rows = fold_seeds(results)
     out.parent.mkdir(parents=True, exist_ok=True)
