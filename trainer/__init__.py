@@ -1,8 +1,5 @@
 """LoRA fine-tuning of the tmd modules (transformers + peft). Imports torch: keep it out of tmd_local."""
 
-import os
-
-# OpenMP threads that spin while waiting make a busy 2-core machine crawl (measured: a forward
-# pass 6x slower when other processes share the cores). Sleep instead. This must be set before
-# torch loads its OpenMP runtime; set here, any trainer module may be the first to import torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# tmd_local sets OMP_WAIT_POLICY=PASSIVE (sleeping OpenMP threads) before any OpenMP runtime loads;
+# imported here, it comes before whichever trainer module first imports torch.
+import tmd_local  # noqa: F401
